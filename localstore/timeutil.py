@@ -1,0 +1,39 @@
+"""Timestamps: every timestamp the store keeps is ISO 8601 in UTC with microseconds,
+``2026-11-25T18:51:57.123456Z``, so equal instants compare equal as strings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .errors import ProtocolError
+
+
+def format_ts(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: timestamps must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now_ts() -> str:
+    return format_ts(datetime.now(timezone.utc))
+
+
+def parse_ts(value: object, *, field: str = "timestamp") -> datetime:
+    """Parse a server timestamp; a missing zone or an unparsable value is a ProtocolError."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"server sent {field}={value!r}, expected an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
+    except ValueError:
+        raise ProtocolError(f"server sent {field}={value!r}, not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise ProtocolError(f"server sent {field}={value!r} without a time zone")
+    return moment
+
+
+def normalize_ts(value: object, *, field: str = "timestamp") -> str:
+    return format_ts(parse_ts(value, field=field))
+
+
+def normalize_optional_ts(value: object, *, field: str = "timestamp") -> str | None:
+    return None if value is None else normalize_ts(value, field=field)
