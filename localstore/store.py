@@ -1,0 +1,300 @@
+"""The store: one SQLite file. Opening, creating (0600), migrating, locking and
+transactions live here, with the mirror and dataset writes that pull and sync share.
+
+The store uses the standard library's sqlite3 directly: the command line must start
+fast, and SQLAlchemy alone costs a third of a second to import. ``localstore.models``
+offers the same tables as sqlmodel classes for Python callers who want typed rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import StoreError, SyncInProgressError
+from .jsonutil import canonical
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+# Migrations from version N to N+1, applied in order inside one transaction each.
+MIGRATIONS: dict[int, str] = {}
+
+
+class RecordLike(Protocol):
+    """What the mirror needs of a record (localstore.api.Record fits)."""
+
+    id: str
+    dataset_id: str
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+    source: str
+    payload: dict[str, Any]
+    properties: dict[str, Any]
+
+
+def default_db_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("localstore", appauthor=False)) / "localstore.db"
+
+
+def schema_sql() -> str:
+    """The DDL, from the installed package or, in a source checkout, the repo root."""
+    packaged = resources.files("localstore").joinpath("schema.sql")
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text(encoding="utf-8")
+
+
+def _create_private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+class Store:
+    """An open store file. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Store:
+        """Open (creating it if needed) the store at ``path``; migrate an older schema,
+        refuse a newer one."""
+        db_path = Path(path) if path is not None else default_db_path()
+        if db_path.exists() and db_path.is_dir():
+            raise StoreError(f"{db_path} is a directory; give --db a file path")
+        try:
+            _create_private_file(db_path)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store at {db_path}: {exc.strerror}") from None
+        conn = _connect(db_path)
+        store = cls(db_path, conn)
+        try:
+            store._prepare()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _prepare(self) -> None:
+        try:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = self.conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a localstore file ({exc})") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer localstore (schema version {version}; "
+                f"this one knows up to {SCHEMA_VERSION}): upgrade localstore"
+            )
+        if version == 0:
+            if tables:
+                raise StoreError(f"{self.path} is an SQLite file but not a localstore store")
+            with self.transaction():
+                for statement in _split_sql(schema_sql()):
+                    self.conn.execute(statement)
+            return
+        while version < SCHEMA_VERSION:
+            with self.transaction():
+                for statement in _split_sql(MIGRATIONS[version]):
+                    self.conn.execute(statement)
+                version += 1
+                self.conn.execute(f"PRAGMA user_version = {version}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Not re-entrant."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the store {self.path} is busy ({exc}); try again") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def scalar(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    # ------------------------------------------------------------ sync lock
+
+    @contextlib.contextmanager
+    def sync_lock(self) -> Iterator[None]:
+        """One sync at a time per store file. The OS drops the lock if the process dies."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            if not _try_lock(fd):
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise SyncInProgressError(
+                    f"a sync is already running on {self.path} (pid {holder}); "
+                    "wait for it to finish and run sync again"
+                )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    # ------------------------------------------------------------ datasets
+
+    def upsert_dataset(self, dataset: Any, *, tracked: bool | None = None) -> None:
+        """Record a dataset's metadata (an api.Dataset or a dict); ``tracked`` None
+        keeps the current flag."""
+        get = dataset.get if isinstance(dataset, dict) else lambda k: getattr(dataset, k, None)
+        self.conn.execute(
+            """INSERT INTO datasets (id, name, description, slug, created_at, updated_at, tracked)
+               VALUES (:id, :name, :description, :slug, :created_at, :updated_at, COALESCE(:tracked, 0))
+               ON CONFLICT (id) DO UPDATE SET
+                   name = excluded.name, description = excluded.description,
+                   slug = excluded.slug, created_at = excluded.created_at,
+                   updated_at = excluded.updated_at,
+                   tracked = COALESCE(:tracked, datasets.tracked)""",
+            {
+                "id": get("id"),
+                "name": get("name") or "",
+                "description": get("description") or "",
+                "slug": get("slug"),
+                "created_at": get("created_at"),
+                "updated_at": get("updated_at"),
+                "tracked": None if tracked is None else int(tracked),
+            },
+        )
+
+    def ensure_dataset(self, dataset_id: str) -> None:
+        """A placeholder row so records of a dataset we never listed can be mirrored."""
+        self.conn.execute("INSERT OR IGNORE INTO datasets (id) VALUES (?)", (dataset_id,))
+
+    def tracked_dataset_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM datasets WHERE tracked = 1 ORDER BY id")]
+
+    # ------------------------------------------------------------ mirror
+
+    def upsert_mirror(self, records: Iterable[RecordLike]) -> int:
+        """Write records as the server holds them; call inside a transaction."""
+        rows = [_mirror_row(r) for r in records]
+        self.conn.executemany(MIRROR_UPSERT, rows)
+        return len(rows)
+
+
+MIRROR_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties"
+MIRROR_UPSERT = f"""
+INSERT INTO mirror ({MIRROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    dataset_id = excluded.dataset_id, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
+    source = excluded.source, payload = excluded.payload, properties = excluded.properties
+"""
+
+
+def _mirror_row(record: RecordLike) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.dataset_id,
+        record.created_at,
+        record.updated_at,
+        record.deleted_at,
+        record.source,
+        canonical(record.payload),
+        canonical(record.properties),
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path}: {exc}") from None
+    return conn
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection SQLite itself refuses to write through (``mode=ro``)."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a DDL script into complete statements (sqlite3.complete_statement aware)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - localstore targets POSIX laptops
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True

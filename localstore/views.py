@@ -1,0 +1,241 @@
+"""Read-only questions to the store: records, status, the change log, diffs, conflicts,
+and user SQL (read-only by SQLite's own mechanism unless asked to write)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .edits import resolve_record_id
+from .errors import NotFoundLocally, UsageError
+from .ids import parse_uuid
+from .jsonutil import pretty
+from .store import Store, connect_readonly
+
+RECORD_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties, sync_state"
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("payload", "properties"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def list_records(
+    store: Store, dataset_id: str | None = None, *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    sql = f"SELECT {RECORD_COLUMNS} FROM records"
+    params: list[Any] = []
+    if dataset_id:
+        sql += " WHERE dataset_id = ?"
+        params.append(parse_uuid(dataset_id, what="dataset id"))
+    sql += " ORDER BY dataset_id, created_at, id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [_decode(r) for r in store.query(sql, params)]
+
+
+def get_record(store: Store, record_id: str) -> dict[str, Any]:
+    """The record as the user sees it, plus its pending change kinds and conflict."""
+    rid = resolve_record_id(store.conn, record_id)
+    rows = store.query(f"SELECT {RECORD_COLUMNS} FROM records WHERE id = ?", (rid,))
+    if not rows:
+        raise NotFoundLocally(
+            f"record {rid} is not in the store; `localstore fetch {rid}` mirrors it"
+        )
+    record = _decode(rows[0])
+    record["pending"] = [
+        r["kind"]
+        for r in store.query(
+            "SELECT kind FROM changes WHERE record_id = ? AND state IN ('pending', 'in_flight') ORDER BY id",
+            (rid,),
+        )
+    ]
+    conflict = store.query("SELECT parts FROM conflicts WHERE record_id = ?", (rid,))
+    if conflict:
+        record["conflict"] = json.loads(conflict[0]["parts"])
+    return record
+
+
+@dataclass
+class Status:
+    pending: int
+    conflicts: int
+    rejected: int
+    last_sync: str | None
+    pending_by_kind: dict[str, int] = field(default_factory=dict)
+    pending_records: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    tracked_datasets: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(store: Store) -> Status:
+    """Counts come from indexed tables only, so this stays quick on a large store."""
+    by_kind = dict(
+        store.conn.execute(
+            """SELECT c.kind, count(*) FROM changes AS c JOIN working AS w ON w.record_id = c.record_id
+               WHERE c.state IN ('pending', 'in_flight') AND w.state = 'pending' GROUP BY c.kind"""
+        ).fetchall()
+    )
+    per_record = dict(
+        store.conn.execute(
+            """SELECT CASE WHEN is_create THEN 'create' WHEN deleted THEN 'delete' ELSE 'update' END,
+                      count(*)
+               FROM working AS w WHERE state = 'pending'
+                 AND EXISTS (SELECT 1 FROM changes AS c WHERE c.record_id = w.record_id
+                             AND c.state IN ('pending', 'in_flight'))
+               GROUP BY 1"""
+        ).fetchall()
+    )
+    return Status(
+        pending=sum(per_record.values()),
+        conflicts=store.scalar("SELECT count(*) FROM working WHERE state = 'conflict'"),
+        rejected=store.scalar("SELECT count(*) FROM changes WHERE state = 'rejected'"),
+        last_sync=store.scalar(
+            "SELECT finished_at FROM sync_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
+        ),
+        pending_by_kind=by_kind,
+        pending_records=per_record,
+        records=store.scalar("SELECT count(*) FROM mirror WHERE deleted_at IS NULL"),
+        tracked_datasets=store.scalar("SELECT count(*) FROM datasets WHERE tracked = 1"),
+    )
+
+
+def change_log(
+    store: Store, *, record_id: str | None = None, limit: int | None = 50
+) -> list[dict[str, Any]]:
+    """The change log, newest first."""
+    sql = "SELECT id, record_id, dataset_id, kind, body, base_updated_at, state, error, created_at, pushed_at FROM changes"
+    params: list[Any] = []
+    if record_id:
+        sql += " WHERE record_id = ?"
+        params.append(resolve_record_id(store.conn, record_id))
+    sql += " ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = store.query(sql, params)
+    for row in rows:
+        if row["body"] is not None:
+            row["body"] = json.loads(row["body"])
+    return rows
+
+
+def diff(store: Store, record_id: str | None = None) -> str:
+    """A unified diff of base vs working JSON for each record with local changes."""
+    sql = """SELECT w.record_id, w.deleted, w.is_create, w.payload, w.properties,
+                    w.base_payload, w.base_properties, w.base_updated_at
+             FROM working AS w"""
+    params: list[Any] = []
+    if record_id:
+        rid = resolve_record_id(store.conn, record_id)
+        sql += " WHERE w.record_id = ?"
+        params.append(rid)
+    rows = store.query(sql + " ORDER BY w.record_id", params)
+    if record_id and not rows:
+        get_record(store, record_id)  # raises for unknown ids
+        return ""
+    out: list[str] = []
+    for row in rows:
+        rid = row["record_id"]
+        if row["is_create"]:
+            before: list[str] = []
+            old_name = "/dev/null"
+        else:
+            base = {"payload": json.loads(row["base_payload"]), "properties": json.loads(row["base_properties"])}
+            before = pretty(base).splitlines(keepends=True)
+            old_name = f"a/{rid} (remote {row['base_updated_at']})"
+        if row["deleted"]:
+            after: list[str] = []
+            new_name = "/dev/null"
+        else:
+            local = {
+                "payload": json.loads(row["payload"] or row["base_payload"]),
+                "properties": json.loads(row["properties"] or row["base_properties"]),
+            }
+            after = pretty(local).splitlines(keepends=True)
+            new_name = f"b/{rid} (local)"
+        out.extend(difflib.unified_diff(before, after, old_name, new_name))
+    return "".join(out)
+
+
+def conflict_list(store: Store) -> list[dict[str, Any]]:
+    rows = store.query(
+        "SELECT record_id, dataset_id, parts, base, local, remote, detected_at FROM conflicts ORDER BY detected_at, record_id"
+    )
+    for row in rows:
+        for key in ("parts", "base", "local", "remote"):
+            if row[key] is not None:
+                row[key] = json.loads(row[key])
+    return rows
+
+
+# ------------------------------------------------------------------ user SQL
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+_WRITE_VERBS = {
+    "insert", "update", "delete", "replace", "create", "drop", "alter",
+    "attach", "detach", "vacuum", "reindex", "analyze", "begin", "commit", "savepoint",
+}
+
+
+def _looks_like_write(sql: str) -> bool:
+    """A first-word check, only to give a clear message: the read-only connection is what
+    actually prevents writes (``WITH … DELETE`` and friends still hit it)."""
+    words = [line.split("--")[0] for line in sql.strip().splitlines()]
+    tokens = " ".join(words).replace("(", " ").split()
+    return bool(tokens) and (
+        tokens[0].lower() in _WRITE_VERBS or (tokens[0].lower() == "pragma" and "=" in sql)
+    )
+
+
+READONLY_HINT = "`localstore sql` is read-only unless you pass --write"
+
+
+def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool = False) -> QueryResult:
+    """Run one statement. Without ``write`` it runs on a ``mode=ro`` connection, so SQLite
+    itself refuses any change; with ``write`` it runs in a transaction of its own."""
+    if not sql.strip():
+        raise UsageError("the query is empty")
+    if write:
+        conn = store.conn
+        try:
+            with store.transaction():
+                cursor = conn.execute(sql, params)
+                rows = cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise UsageError(f"SQL error: {exc}") from None
+        return QueryResult([d[0] for d in cursor.description or ()], rows)
+    if _looks_like_write(sql):
+        raise UsageError(f"{READONLY_HINT}; nothing was changed")
+    conn = connect_readonly(store.path)
+    try:
+        cursor = conn.execute(sql, params)
+        rows = cursor.fetchall()
+    except sqlite3.OperationalError as exc:
+        message = str(exc)
+        if "readonly" in message or "read-only" in message or "because it is a view" in message:
+            raise UsageError(f"{READONLY_HINT} (SQLite: {message}); nothing was changed") from None
+        raise UsageError(f"SQL error: {message}") from None
+    except sqlite3.Error as exc:
+        raise UsageError(f"SQL error: {exc}") from None
+    finally:
+        conn.close()
+    return QueryResult([d[0] for d in cursor.description or ()], rows)
