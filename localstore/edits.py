@@ -85,11 +85,15 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, Any]:
 
 def resolve_record_id(conn: sqlite3.Connection, record_id: str) -> str:
     """Canonical id; a provisional id of a create that was since pushed maps to the server id."""
-    canonical_id = parse_uuid(record_id)
-    mapped = conn.execute(
-        "SELECT server_id FROM id_map WHERE provisional_id = ?", (canonical_id,)
-    ).fetchone()
-    return mapped[0] if mapped else canonical_id
+    current = parse_uuid(record_id)
+    for _ in range(16):  # a record re-created by `resolve --ours` maps twice
+        mapped = conn.execute(
+            "SELECT server_id FROM id_map WHERE provisional_id = ?", (current,)
+        ).fetchone()
+        if mapped is None:
+            break
+        current = mapped[0]
+    return current
 
 
 # ------------------------------------------------------------------ edits
@@ -182,7 +186,7 @@ def delete_records(store: Store, record_ids: Iterable[str]) -> list[str]:
                     "UPDATE working SET deleted = 1, payload = NULL, properties = NULL WHERE record_id = ?",
                     (rid,),
                 )
-                _log(conn, rid, row["dataset_id"], "delete", None, row["base_updated_at"])
+                log_change(conn, rid, row["dataset_id"], "delete", None, row["base_updated_at"])
             done.append(rid)
     return done
 
@@ -210,7 +214,7 @@ def add_record(
                VALUES (?, ?, ?, ?, 1, ?)""",
             (rid, dataset, canonical(payload), canonical(properties), now),
         )
-        _log(conn, rid, dataset, "create", canonical({"payload": payload, "properties": properties}), None)
+        log_change(conn, rid, dataset, "create", canonical({"payload": payload, "properties": properties}), None)
     return rid
 
 
@@ -305,7 +309,7 @@ def _apply(
             (rid,),
         ).fetchone()[0]
         _supersede(conn, rid, ("create",))
-        _log(conn, rid, row["dataset_id"], "create", canonical(json.loads(body)), None)
+        log_change(conn, rid, row["dataset_id"], "create", canonical(json.loads(body)), None)
         return
     _ensure_working(conn, row)
     for kind, value in (("payload", payload), ("properties", properties)):
@@ -313,7 +317,7 @@ def _apply(
             continue
         conn.execute(f"UPDATE working SET {kind} = ? WHERE record_id = ?", (value, rid))
         _supersede(conn, rid, (kind,))
-        _log(conn, rid, row["dataset_id"], kind, value, row["base_updated_at"])
+        log_change(conn, rid, row["dataset_id"], kind, value, row["base_updated_at"])
 
 
 def _in_flight(conn: sqlite3.Connection, rid: str) -> bool:
@@ -352,7 +356,7 @@ def _drop_tombstone(conn: sqlite3.Connection, rid: str) -> None:
     conn.execute("DELETE FROM mirror WHERE id = ? AND deleted_at IS NOT NULL", (rid,))
 
 
-def _log(
+def log_change(
     conn: sqlite3.Connection,
     rid: str,
     dataset_id: str,

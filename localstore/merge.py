@@ -75,15 +75,24 @@ def merge_value(base: Any, local: Any, remote: Any) -> tuple[Any, bool]:
 
 
 def merge_properties(
-    base: dict[str, Any], local: dict[str, Any], remote: dict[str, Any]
+    base: dict[str, Any],
+    local: dict[str, Any],
+    remote: dict[str, Any],
+    *,
+    prefer_local: bool = False,
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Per-key merge. Returns the merged map and the conflicting keys (sorted)."""
+    """Per-key merge. Returns the merged map and the conflicting keys (sorted). With
+    ``prefer_local`` a conflicting key takes the local value and is still reported."""
     merged: dict[str, Any] = {}
     conflicts: list[str] = []
     for key in sorted(base.keys() | local.keys() | remote.keys()):
         value, conflicting = merge_value(
             base.get(key, MISSING), local.get(key, MISSING), remote.get(key, MISSING)
         )
+        if conflicting and prefer_local:
+            value = local.get(key, MISSING)
+            if value is not MISSING:
+                merged[key] = value
         if conflicting:
             conflicts.append(key)
         elif value is not MISSING:
@@ -114,3 +123,13 @@ def merge(base: Content, local: Content | None, remote: Content | None) -> Merge
     if conflicts:
         return MergeResult(None, conflicts)
     return MergeResult(Content(payload, properties))
+
+
+def rebase_local(base: Content, local: Content, remote: Content) -> Content:
+    """``resolve --ours``: the local side rebased on the remote — everything that merges
+    cleanly merges, and every conflicting part takes the local value."""
+    payload, payload_conflict = merge_value(base.payload, local.payload, remote.payload)
+    properties, _ = merge_properties(
+        base.properties, local.properties, remote.properties, prefer_local=True
+    )
+    return Content(local.payload if payload_conflict else payload, properties)
