@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import NotFoundLocally, UsageError
 from .ids import new_provisional_id, parse_uuid
-from .jsonutil import canonical
+from .jsonutil import canonical, pretty
 from .store import Store
 from .timeutil import now_ts
 
@@ -164,6 +164,26 @@ def _edit(
     if kinds:
         _apply(conn, row, new_payload, new_properties)
     return EditResult(row["record_id"], kinds)
+
+
+def edit_in_editor(store: Store, record_id: str, *, editor: str | None = None) -> EditResult:
+    """Open ``{"payload": …, "properties": …}`` in $EDITOR (click.edit) and queue what
+    changed. An unchanged buffer queues nothing; an invalid one raises UsageError."""
+    import click
+
+    with store.transaction() as conn:
+        row = _editable(conn, resolve_record_id(conn, record_id))
+    before = pretty({"payload": json.loads(row["payload"]), "properties": json.loads(row["properties"])})
+    after = click.edit(before, editor=editor, extension=".json", require_save=True)
+    if after is None or after == before:
+        return EditResult(row["record_id"], ())
+    edited = parse_json_object_text(after, "the edited record")
+    unknown = set(edited) - {"payload", "properties"}
+    if unknown or not {"payload", "properties"} <= set(edited):
+        raise UsageError(
+            'the edited record must hold exactly "payload" and "properties"; nothing was queued'
+        )
+    return edit_record(store, record_id, payload=edited["payload"], properties=edited["properties"])
 
 
 def delete_records(store: Store, record_ids: Iterable[str]) -> list[str]:
