@@ -399,6 +399,16 @@ def demo(ctx: Context) -> None:
     run_demo(ctx.db)
 
 
+# ------------------------------------------------------------------ command modules
+
+from .cli_files import checkout, watch  # noqa: E402
+from .cli_judge import judge  # noqa: E402
+
+cli.add_command(checkout)
+cli.add_command(watch)
+cli.add_command(judge)
+
+
 # ------------------------------------------------------------------ entry point
 
 

@@ -1,7 +1,7 @@
 """Sync planning: a pure function of (local work, remote state) -> actions. No I/O.
 
 The push rule: local work goes out as it is only when the record's remote
-``updated_at`` still equals the one the edit was made against. Otherwise the record is
+``updated_at`` still equals the one the edit was made against (and its content the base). Otherwise the record is
 merged 3-way (localstore.merge): a clean merge is pushed with no question asked, a
 conflicting one becomes a Conflict. Only the parts that differ from the remote are sent.
 """
@@ -99,7 +99,13 @@ def plan_record(work: LocalWork, remote: Remote | None) -> Action:
     assert work.base is not None, "an edit or delete always has a base"
     local = work.local_content()
     merged_by_merge = False
-    if remote is not None and remote.updated_at == work.base_updated_at:
+    if (
+        remote is not None
+        and remote.updated_at == work.base_updated_at
+        and remote.content.same_as(work.base)
+    ):
+        # The push rule. Content is compared too: a server whose clock is coarser than
+        # its writes could show an equal updated_at for a changed record.
         result = MergeResult(local)
     else:
         result = merge(work.base, local, None if remote is None else remote.content)

@@ -238,10 +238,13 @@ def settle_remote_gone(conn: sqlite3.Connection, record_ids: Iterable[str]) -> t
         conn.execute(
             "UPDATE mirror SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (now_ts(), rid)
         )
-        if state[0] == "conflict":
-            continue
-        works = load_work(conn, [rid])
+        works = load_work(conn, [rid], state=state[0])
         if not works:
+            continue
+        if state[0] == "conflict":
+            if works[0].kind == "delete":  # the conflict dissolves: deleted on both sides
+                commit_settle(conn, works[0], remote_gone=True)
+                removed += 1
             continue
         action = plan_record(works[0], None)
         if isinstance(action, Conflict):

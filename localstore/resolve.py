@@ -49,10 +49,10 @@ def resolve(
             raise UsageError(f"record {rid} has no open conflict; `localstore conflicts` lists them")
         work = works[0]
         remote = reconcile.load_remotes(conn, [rid])[rid]
-        if choice == "theirs":
+        local = work.local_content()
+        if choice == "theirs" or (local is None and remote is None):
             _take_theirs(conn, work, remote)
             return rid
-        local = work.local_content()
         if choice == "ours":
             if local is None:  # delete here vs edit there: delete again, against what is there now
                 assert remote is not None

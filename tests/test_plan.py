@@ -128,3 +128,10 @@ def test_pushes_never_send_what_the_server_already_has(local_label, remote_label
         assert isinstance(action, (Push, Settle))
         if isinstance(action, Push):
             assert action.properties == local_props
+
+
+def test_equal_updated_at_with_changed_content_still_merges() -> None:
+    """A coarse server clock may not move updated_at: the content decides then."""
+    w = work(properties={"label": "b", "split": "train"})
+    r = remote(T0, properties={"label": "c", "split": "train"})
+    assert plan_record(w, r) == Conflict(w, ("properties.label",))
