@@ -51,6 +51,8 @@ class Faults:
         self.latency_ms = 0.0
         self.fail_rate = 0.0
         self.rng = random.Random(seed)
+        self.in_flight = 0  # requests inside the latency wait right now
+        self.max_in_flight = 0  # the most that ever overlapped
         self.configure(latency_ms=latency_ms, fail_rate=fail_rate)
 
     def configure(
@@ -121,7 +123,12 @@ class Gate:
         faults: Faults = self.owner.state.faults
         state.count_request(scope["method"], self._template(scope))
         if faults.latency_ms > 0:
-            await asyncio.sleep(faults.latency_ms / 1000)
+            faults.in_flight += 1
+            faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
+            try:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            finally:
+                faults.in_flight -= 1
         if scope["path"].startswith(API_PREFIX):
             if not _has_bearer(scope):
                 response = error_response(
