@@ -3,13 +3,18 @@ a SQL statement or a file path."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from .errors import UsageError
 
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def parse_uuid(value: str, *, what: str = "record id") -> str:
     """Return the canonical lowercase form of ``value`` or raise UsageError."""
+    if isinstance(value, str) and _CANONICAL.fullmatch(value):
+        return value
     try:
         parsed = uuid.UUID(str(value).strip())
     except ValueError:

@@ -234,8 +234,10 @@ class ListingIterator(Iterator["RecordPage"]):
         todo = iter(range(2, expected + 1))
         last_full = False
 
+        # Twice as many pages queued as fetched at once: the pool keeps `concurrency`
+        # requests in flight while the consumer is busy writing the previous pages.
         def refill() -> None:
-            while len(pending) < self._concurrency:
+            while len(pending) < 2 * self._concurrency:
                 number = next(todo, None)
                 if number is None:
                     return

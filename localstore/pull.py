@@ -137,19 +137,22 @@ class _StagedRecord:
         self.properties = json.loads(properties)
 
 
-def apply_staged(store: Store, staged: StagedListing) -> PullResult:
-    """Apply a staged listing to the mirror in one transaction."""
+def apply_staged(store: Store, staged: StagedListing, *, dataset: Any = None) -> PullResult:
+    """Apply a staged listing to the mirror in one transaction; ``dataset`` (metadata
+    from the server) is recorded and tracked in that same transaction."""
     result = PullResult(staged.dataset_id, complete=staged.complete, problems=staged.problems)
     ds = staged.dataset_id
     with store.transaction() as conn:
+        if dataset is not None:
+            store.upsert_dataset(dataset, tracked=True)
         store.ensure_dataset(ds)
-        unseen = conn.execute(
-            f"""SELECT {MIRROR_COLUMNS} FROM temp.staging AS s
-                WHERE s.deleted_at IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM mirror AS m WHERE m.id = s.id)
-                  AND NOT EXISTS (SELECT 1 FROM id_map AS i WHERE i.server_id = s.id)"""
-        ).fetchall()
-        if unseen:
+        if reconcile.has_in_flight_creates(conn, ds):
+            unseen = conn.execute(
+                f"""SELECT {MIRROR_COLUMNS} FROM temp.staging AS s
+                    WHERE s.deleted_at IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM mirror AS m WHERE m.id = s.id)
+                      AND NOT EXISTS (SELECT 1 FROM id_map AS i WHERE i.server_id = s.id)"""
+            ).fetchall()
             result.adopted = reconcile.adopt_created(conn, ds, [_StagedRecord(r) for r in unseen])
         conn.execute(
             f"""INSERT INTO mirror ({MIRROR_COLUMNS})
@@ -193,9 +196,10 @@ def pull_dataset(
     *,
     concurrency: int = 8,
     progress: Progress | None = None,
+    dataset: Any = None,
 ) -> PullResult:
     staged = stage_listing(store, client, dataset_id, concurrency=concurrency, progress=progress)
-    return apply_staged(store, staged)
+    return apply_staged(store, staged, dataset=dataset)
 
 
 # ------------------------------------------------------------------ commands
@@ -209,22 +213,26 @@ def pull(
     concurrency: int = 8,
     progress: Progress | None = None,
 ) -> list[PullResult]:
-    """Mirror the given datasets (and track them); none given: every tracked dataset."""
+    """Mirror the given datasets (and track them); none given: every tracked dataset.
+    A dataset is tracked in the transaction that applies its listing: a failed pull
+    leaves the store as it was."""
+    metadata: dict[str, Any] = {}
     if dataset_ids:
         wanted = [parse_uuid(d, what="dataset id") for d in dataset_ids]
         for dataset_id in wanted:
             try:
-                dataset = client.get_dataset(dataset_id)
+                metadata[dataset_id] = client.get_dataset(dataset_id)
             except NotFoundError:
                 raise UsageError(f"dataset {dataset_id} does not exist on the server") from None
-            with store.transaction():
-                store.upsert_dataset(dataset, tracked=True)
     else:
         wanted = store.tracked_dataset_ids()
         if not wanted:
             raise UsageError("no tracked datasets yet: `localstore pull DATASET_ID` mirrors one")
     return [
-        pull_dataset(store, client, d, concurrency=concurrency, progress=progress) for d in wanted
+        pull_dataset(
+            store, client, d, concurrency=concurrency, progress=progress, dataset=metadata.get(d)
+        )
+        for d in wanted
     ]
 
 

@@ -256,6 +256,16 @@ def settle_remote_gone(conn: sqlite3.Connection, record_ids: Iterable[str]) -> t
     return removed, conflicts
 
 
+def has_in_flight_creates(conn: sqlite3.Connection, dataset_id: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM changes WHERE dataset_id = ? AND kind = 'create' AND state = 'in_flight' LIMIT 1",
+            (dataset_id,),
+        ).fetchone()
+        is not None
+    )
+
+
 def adopt_created(
     conn: sqlite3.Connection, dataset_id: str, candidates: Iterable[RecordLike]
 ) -> int:

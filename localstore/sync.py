@@ -156,11 +156,7 @@ def _refresh(
 
 def _should_list(store: Store, dataset_id: str, group: list[LocalWork]) -> bool:
     """A listing costs one request per 100 records; a GET one per record."""
-    in_flight = store.scalar(
-        "SELECT 1 FROM changes WHERE dataset_id = ? AND kind = 'create' AND state = 'in_flight' LIMIT 1",
-        (dataset_id,),
-    )
-    if in_flight:
+    if reconcile.has_in_flight_creates(store.conn, dataset_id):
         return True
     edits = sum(1 for w in group if w.kind != "create")
     if edits == 0:

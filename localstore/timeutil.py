@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from .errors import ProtocolError
+
+# Already canonical: returned as it is (the common case, and a hot path when pulling).
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def format_ts(moment: datetime) -> str:
@@ -24,7 +28,7 @@ def parse_ts(value: object, *, field: str = "timestamp") -> datetime:
         raise ProtocolError(f"server sent {field}={value!r}, expected an ISO 8601 string")
     try:
         moment = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ProtocolError(f"server sent {field}={value!r}, not an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
         raise ProtocolError(f"server sent {field}={value!r} without a time zone")
@@ -32,7 +36,13 @@ def parse_ts(value: object, *, field: str = "timestamp") -> datetime:
 
 
 def normalize_ts(value: object, *, field: str = "timestamp") -> str:
-    return format_ts(parse_ts(value, field=field))
+    if isinstance(value, str) and _CANONICAL.fullmatch(value):
+        return value
+    moment = parse_ts(value, field=field)
+    try:
+        return format_ts(moment)
+    except (ValueError, OverflowError):
+        raise ProtocolError(f"server sent {field}={value!r}, out of range") from None
 
 
 def normalize_optional_ts(value: object, *, field: str = "timestamp") -> str | None:
