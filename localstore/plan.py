@@ -9,7 +9,7 @@ conflicting one becomes a Conflict. Only the parts that differ from the remote a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .jsonutil import json_equal
@@ -62,12 +62,14 @@ class Create:
 
 @dataclass(frozen=True)
 class Push:
-    """PUT the parts that are not None. ``merged`` tells whether a 3-way merge made them."""
+    """PUT the parts that are not None. ``merged`` tells whether a 3-way merge made them;
+    ``remote`` is the state they were planned against."""
 
     work: LocalWork
     payload: dict[str, Any] | None
     properties: dict[str, Any] | None
     merged: bool
+    remote: Remote | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def plan_record(work: LocalWork, remote: Remote | None) -> Action:
     )
     if payload is None and properties is None:
         return Settle(work, remote_gone=False)
-    return Push(work, payload, properties, merged=merged_by_merge)
+    return Push(work, payload, properties, merged=merged_by_merge, remote=remote)
 
 
 def plan(works: Iterable[LocalWork], remotes: Mapping[str, Remote | None]) -> list[Action]:

@@ -18,8 +18,6 @@ from . import reconcile
 from .errors import NotFoundError, UsageError
 from .ids import parse_uuid
 from .jsonutil import canonical
-from .merge import Content
-from .plan import Remote
 from .store import MIRROR_COLUMNS, Store
 from .timeutil import now_ts
 
@@ -54,30 +52,59 @@ class StagedListing:
 # ------------------------------------------------------------------ staging
 
 
-def _create_staging(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        f"""CREATE TEMP TABLE IF NOT EXISTS staging (
-                {MIRROR_COLUMNS.replace("id,", "id PRIMARY KEY,", 1)})"""
-    )
-    conn.execute("DELETE FROM temp.staging")
+class Stager:
+    """Collects one dataset's listing into two temp tables, in batched transactions:
+    ``seen`` holds every id listed (to find records gone from the server) and
+    ``staging`` the records that are new or changed since the mirror last saw them
+    (``updated_at`` differs) — re-pulling an unchanged dataset writes almost nothing.
+    Temp tables never lock the store file."""
 
-
-def _stage(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
-    # A deferred BEGIN that writes only the temp schema never locks the store file.
-    conn.execute("BEGIN")
-    try:
-        conn.executemany(
-            f"INSERT OR REPLACE INTO temp.staging ({MIRROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.id, r.dataset_id, r.created_at, r.updated_at, r.deleted_at, r.source,
-                 canonical(r.payload), canonical(r.properties))
-                for r in records
-            ],
+    def __init__(self, conn: sqlite3.Connection, dataset_id: str) -> None:
+        self.conn = conn
+        conn.execute(
+            f"""CREATE TEMP TABLE IF NOT EXISTS staging (
+                    {MIRROR_COLUMNS.replace("id,", "id PRIMARY KEY,", 1)})"""
         )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.staging")
+        conn.execute("DELETE FROM temp.seen")
+        self.known = dict(
+            conn.execute(
+                "SELECT id, updated_at FROM mirror WHERE dataset_id = ? AND deleted_at IS NULL",
+                (dataset_id,),
+            ).fetchall()
+        )
+        self.seen: list[tuple[str]] = []
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, records: Iterable[Record]) -> None:
+        known = self.known
+        for r in records:
+            self.seen.append((r.id,))
+            if r.deleted_at is not None or known.get(r.id) != r.updated_at:
+                self.rows.append(
+                    (r.id, r.dataset_id, r.created_at, r.updated_at, r.deleted_at, r.source,
+                     canonical(r.payload), canonical(r.properties))
+                )
+        if len(self.seen) >= STAGING_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.seen:
+            return
+        conn = self.conn
+        conn.execute("BEGIN")  # deferred, and only temp tables are written
+        try:
+            conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", self.seen)
+            conn.executemany(
+                f"INSERT OR REPLACE INTO temp.staging ({MIRROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.rows,
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self.seen, self.rows = [], []
 
 
 def stage_listing(
@@ -88,43 +115,22 @@ def stage_listing(
     concurrency: int = 8,
     progress: Progress | None = None,
 ) -> StagedListing:
-    """List every page of a dataset into the staging table."""
-    conn = store.conn
-    _create_staging(conn)
+    """List every page of a dataset into the staging tables."""
+    stager = Stager(store.conn, dataset_id)
     pages = client.iter_record_pages(dataset_id, page_size=100, concurrency=concurrency)
-    batch: list[Record] = []
     seen = 0
     try:
         for page in pages:
-            batch.extend(page.records)
+            stager.add(page.records)
             seen += len(page.records)
             if progress:
                 progress(f"pull {dataset_id[:8]}", seen, page.count)
-            if len(batch) >= STAGING_BATCH:
-                _stage(conn, batch)
-                batch = []
     finally:
         pages.close()
-    if batch:
-        _stage(conn, batch)
+    stager.flush()
     listing = pages.listing
     assert listing is not None
     return StagedListing(dataset_id, listing.count, listing.complete, list(listing.problems))
-
-
-def staged_remotes(store: Store, record_ids: Iterable[str]) -> dict[str, Remote | None]:
-    """Remote state of these records according to the staged listing (dry runs)."""
-    remotes: dict[str, Remote | None] = {}
-    for rid in record_ids:
-        row = store.conn.execute(
-            "SELECT updated_at, deleted_at, payload, properties FROM temp.staging WHERE id = ?", (rid,)
-        ).fetchone()
-        remotes[rid] = (
-            None
-            if row is None or row[1] is not None
-            else Remote(row[0], Content(json.loads(row[2]), json.loads(row[3])))
-        )
-    return remotes
 
 
 class _StagedRecord:
@@ -137,11 +143,18 @@ class _StagedRecord:
         self.properties = json.loads(properties)
 
 
-def apply_staged(store: Store, staged: StagedListing, *, dataset: Any = None) -> PullResult:
+def apply_staged(
+    store: Store, staged: StagedListing, *, dataset: Any = None, exclude: Iterable[str] = ()
+) -> PullResult:
     """Apply a staged listing to the mirror in one transaction; ``dataset`` (metadata
-    from the server) is recorded and tracked in that same transaction."""
+    from the server) is recorded and tracked in that same transaction. Records in
+    ``exclude`` keep their mirror row: a sync pushed them after they were listed."""
     result = PullResult(staged.dataset_id, complete=staged.complete, problems=staged.problems)
     ds = staged.dataset_id
+    conn = store.conn
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS pushed_meanwhile (id TEXT PRIMARY KEY)")
+    conn.execute("DELETE FROM temp.pushed_meanwhile")
+    conn.executemany("INSERT OR IGNORE INTO temp.pushed_meanwhile (id) VALUES (?)", [(i,) for i in exclude])
     with store.transaction() as conn:
         if dataset is not None:
             store.upsert_dataset(dataset, tracked=True)
@@ -156,7 +169,8 @@ def apply_staged(store: Store, staged: StagedListing, *, dataset: Any = None) ->
             result.adopted = reconcile.adopt_created(conn, ds, [_StagedRecord(r) for r in unseen])
         conn.execute(
             f"""INSERT INTO mirror ({MIRROR_COLUMNS})
-                SELECT {MIRROR_COLUMNS} FROM temp.staging WHERE deleted_at IS NULL AND true
+                SELECT {MIRROR_COLUMNS} FROM temp.staging
+                WHERE deleted_at IS NULL AND id NOT IN (SELECT id FROM temp.pushed_meanwhile)
                 ON CONFLICT (id) DO UPDATE SET
                     dataset_id = excluded.dataset_id, created_at = excluded.created_at,
                     updated_at = excluded.updated_at, deleted_at = NULL,
@@ -167,8 +181,8 @@ def apply_staged(store: Store, staged: StagedListing, *, dataset: Any = None) ->
                    OR mirror.payload IS NOT excluded.payload
                    OR mirror.properties IS NOT excluded.properties"""
         )
-        result.records = conn.execute(
-            "SELECT count(*) FROM temp.staging WHERE deleted_at IS NULL"
+        result.records = conn.execute("SELECT count(*) FROM temp.seen").fetchone()[0] - conn.execute(
+            "SELECT count(*) FROM temp.staging WHERE deleted_at IS NOT NULL"
         ).fetchone()[0]
         gone = [
             r[0]
@@ -179,13 +193,14 @@ def apply_staged(store: Store, staged: StagedListing, *, dataset: Any = None) ->
                 r[0]
                 for r in conn.execute(
                     """SELECT id FROM mirror AS m WHERE m.dataset_id = ? AND m.deleted_at IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM temp.staging AS s WHERE s.id = m.id)""",
+                       AND NOT EXISTS (SELECT 1 FROM temp.seen AS s WHERE s.id = m.id)""",
                     (ds,),
                 )
             ]
         result.removed, result.conflicts = reconcile.settle_remote_gone(conn, gone)
         conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), ds))
     conn.execute("DELETE FROM temp.staging")
+    conn.execute("DELETE FROM temp.seen")
     return result
 
 

@@ -146,11 +146,25 @@ def commit_push(
     work: LocalWork,
     sent: dict[str, dict[str, Any]],
     rejected: dict[str, str],
+    remote: Remote | None = None,
 ) -> None:
     """Parts in ``sent`` ("payload"/"properties" -> value) are on the server now; parts in
-    ``rejected`` were refused with that message."""
-    for kind, value in sent.items():
-        conn.execute(f"UPDATE mirror SET {kind} = ? WHERE id = ?", (canonical(value), work.record_id))
+    ``rejected`` were refused with that message. The mirror takes what the server now
+    holds: ``remote`` (the state the push was planned against) with the sent parts; its
+    new ``updated_at`` is learned from the next listing or GET."""
+    if remote is not None:
+        conn.execute(
+            "UPDATE mirror SET payload = ?, properties = ?, updated_at = ?, deleted_at = NULL WHERE id = ?",
+            (
+                canonical(sent.get("payload", remote.content.payload)),
+                canonical(sent.get("properties", remote.content.properties)),
+                remote.updated_at,
+                work.record_id,
+            ),
+        )
+    else:
+        for kind, value in sent.items():
+            conn.execute(f"UPDATE mirror SET {kind} = ? WHERE id = ?", (canonical(value), work.record_id))
     kinds_of = _kinds_of(conn, work.change_ids)
     for kind, message in rejected.items():
         _reject_part(conn, work.record_id, [i for i, k in kinds_of.items() if k == kind], kind, message)

@@ -94,10 +94,9 @@ class Store:
         return store
 
     def _prepare(self) -> None:
+        # Only read until the file is known to be ours: switching a foreign file to WAL
+        # would rewrite its header before refusing it.
         try:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             tables = self.conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
@@ -109,9 +108,15 @@ class Store:
                 f"{self.path} was written by a newer localstore (schema version {version}; "
                 f"this one knows up to {SCHEMA_VERSION}): upgrade localstore"
             )
+        if version == 0 and tables:
+            raise StoreError(f"{self.path} is an SQLite file but not a localstore store")
+        try:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a localstore file ({exc})") from None
         if version == 0:
-            if tables:
-                raise StoreError(f"{self.path} is an SQLite file but not a localstore store")
             with self.transaction():
                 for statement in _split_sql(schema_sql()):
                     self.conn.execute(statement)
