@@ -98,7 +98,7 @@ CREATE TABLE judgement_runs (
     record_id         TEXT NOT NULL,
     judge_name        TEXT NOT NULL,
     model_name        TEXT NOT NULL,
-    answer            ANY,
+    answer,                         -- no type: text stays text, numbers stay numbers
     analysis          TEXT NOT NULL,
     judged_at         TEXT NOT NULL,
     record_updated_at TEXT

@@ -2,11 +2,84 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+from .errors import UsageError
+from .output import emit_json, progress_bar
+
+if TYPE_CHECKING:
+    from .cli import Context
+    from .judge import JudgeReport
+
+# localstore.cli imports this module, so it cannot import cli's pass_ctx/json_option at
+# load time without breaking `import localstore.cli_judge`; these are the same things.
+pass_ctx = click.pass_obj
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+MAX_LISTED = 20  # failures listed in the text summary (--json lists them all)
 
 
 @click.command()
 @click.argument("record_ids", nargs=-1)
-def judge(record_ids: tuple[str, ...]) -> None:
-    """Run a judge on records (issue #5: not built yet)."""
-    raise click.ClickException("judge is not built yet (issue #5)")
+@click.option("--where", help="An SQL condition on the records view, e.g. \"json_extract(properties, '$.label') = 'escalated'\".")
+@click.option("--judge-file", required=True, help="A JSON file holding the judge definition (the API's CreateJudgeRequest).")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
+@click.option("--allow-stale", is_flag=True, help="Also judge records with unpushed local edits (the server judges its own version).")
+@json_option
+@pass_ctx
+def judge(
+    ctx: Context, record_ids: tuple[str, ...], where: str | None, judge_file: str,
+    concurrency: int, allow_stale: bool, as_json: bool,
+) -> int:
+    """Run a judge on records (RECORD_ID… or --where) and store every verdict.
+
+    The latest verdicts are in the `judgements` view, every run in `judgement_runs`:
+    `localstore sql "select answer, count(*) from judgements group by answer"`.
+    Exit 1 if any record failed."""
+    from .judge import judge_records, load_judge_definition, select_records
+
+    if record_ids and where is not None:
+        raise UsageError("give RECORD_IDs or --where, not both")
+    definition = load_judge_definition(judge_file)
+    ids = select_records(ctx.store, record_ids or None, where=where)
+    if not ids:
+        raise UsageError("no record matches --where: nothing to judge")
+    with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
+        report = judge_records(
+            ctx.store, client, definition, ids, concurrency=concurrency, allow_stale=allow_stale, progress=progress
+        )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _summary(report)
+    return report.exit_code
+
+
+def _summary(report: JudgeReport) -> None:
+    for skip in report.skipped:
+        click.echo(f"localstore: warning: skipped {skip['record_id']}: {skip['reason']}", err=True)
+    failed = len(report.failed) + len(report.not_judged)
+    click.echo(
+        f"judge {report.judge_name!r} on {report.selected} record(s): {report.succeeded} succeeded, "
+        f"{failed} failed, {len(report.skipped)} skipped"
+    )
+    if report.answers:
+        shown = sorted(report.answers.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        click.echo(
+            "answers: "
+            + ", ".join(f"{a} ×{n}" if isinstance(a, str) else f"{a:g} ×{n}" for a, n in shown[:10])
+            + (f", … ({len(shown) - 10} more)" if len(shown) > 10 else "")
+        )
+    for failure in report.failed[:MAX_LISTED]:
+        click.echo(f"failed {failure['record_id']}: {failure['error']}")
+    if len(report.failed) > MAX_LISTED:
+        click.echo(f"… and {len(report.failed) - MAX_LISTED} more failures (--json lists them all)")
+    if report.stopped:
+        click.echo(f"stopped early, {len(report.not_judged)} record(s) not judged: {report.stopped}")
+    if failed:
+        click.echo(
+            "verdicts that completed are stored; run the command again to retry the failed records",
+            err=True,
+        )

@@ -73,12 +73,13 @@ class Flag(TypeDecorator[bool]):
 
 
 class AnyValue(UserDefinedType[Any]):
-    """SQLite's ``ANY`` column type: the value keeps whatever type it was stored with."""
+    """An untyped SQLite column: the value keeps whatever type it was stored with (a
+    declared type such as ANY would give numeric affinity and turn '01' into 1)."""
 
     cache_ok = True
 
     def get_col_spec(self, **kw: Any) -> str:
-        return "ANY"
+        return ""
 
 
 _REQUIRED: Any = ...

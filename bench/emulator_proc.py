@@ -1,0 +1,44 @@
+"""The benchmark's server: the bundled emulator in a process of its own (as a real API
+would be), driven by JSON lines on stdin:
+
+    {"op": "seed", "records": N}       -> {"dataset_id": ...}
+    {"op": "configure", "latency_ms": L}
+    {"op": "cpu"}                      -> {"cpu_seconds": user+sys of this process so far}
+    {"op": "count", "dataset_id": D}   -> {"records": live records of D}
+
+The first line it prints is {"url": ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from localstore.emulator import EmulatorServer, seed_dataset
+
+
+def main() -> None:
+    latency = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    with EmulatorServer(latency_ms=latency) as server:
+        print(json.dumps({"url": server.url}), flush=True)
+        for line in sys.stdin:
+            command = json.loads(line)
+            op = command["op"]
+            if op == "seed":
+                answer = {"dataset_id": seed_dataset(server.state, command["records"], seed=command.get("seed", 0))}
+            elif op == "configure":
+                server.configure(latency_ms=command["latency_ms"])
+                answer = {}
+            elif op == "cpu":
+                times = os.times()
+                answer = {"cpu_seconds": times.user + times.system}
+            elif op == "count":
+                answer = {"records": len(server.state.list_records(command["dataset_id"]))}
+            else:
+                answer = {"error": f"unknown op {op}"}
+            print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()

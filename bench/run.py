@@ -1,0 +1,328 @@
+"""localstore against the official SDK used the obvious way, side by side in one run.
+
+    python bench/run.py [--records N] [--latency-ms L] [--edits E] [--json OUT]
+                        [--local-records M] [--skip-local]
+
+The emulator runs in a process of its own with L ms of latency per request. Measured:
+  (a) pull N records: localstore.pull vs the SDK paging sequentially into SQLite
+      (also at 0 ms latency, where client CPU is the cost)
+  (b) E property edits: the whole `localstore sync` command (start-up, conflict checks,
+      pushes, pull) vs SDK update_properties one by one (which checks nothing)
+  (c) E deletes: `localstore sync` vs SDK records.delete one by one
+  (d) the floor of each: pull = pages / concurrency x latency + the emulator's own CPU
+      time serving the listing; (b) = that listing + E / concurrency x latency;
+      (c) = that listing + ceil(E / 500) x latency
+  (e) local: `localstore set` and `localstore status` as processes on an M-record
+      store, a messages group-by over M records, and peak RSS of pulling M records
+Figures are printed as one table and written as JSON; nothing here asserts anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from localstore import edits
+from localstore.api import Client
+from localstore.pull import pull
+from localstore.store import Store
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-key"
+CONCURRENCY = 8
+
+
+@dataclass
+class Row:
+    name: str
+    localstore: float
+    baseline: float | None = None
+    floor: float | None = None
+    unit: str = "s"
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.baseline is None or not self.localstore else self.baseline / self.localstore
+
+    @property
+    def vs_floor(self) -> float | None:
+        return None if not self.floor else self.localstore / self.floor
+
+
+class Emulator:
+    """The emulator process and its control channel."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "emulator_proc.py"), str(latency_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.url = self._read()["url"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        return json.loads(self.proc.stdout.readline())
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def seed(self, records: int) -> str:
+        return self.ask(op="seed", records=records)["dataset_id"]
+
+    def cpu(self) -> float:
+        return self.ask(op="cpu")["cpu_seconds"]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def cli(db: Path, url: str, *args: str, rusage: bool = False) -> tuple[float, dict[str, Any] | str, int]:
+    """Run the CLI as a process; returns (seconds, parsed --json output or text, peak RSS KiB)."""
+    env = dict(os.environ, MISTRAL_API_KEY=KEY, LOCALSTORE_SERVER_URL=url)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localstore", "--db", str(db), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - started
+    peak = 0
+    if rusage:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode not in (0, 3):
+        raise SystemExit(f"localstore {' '.join(args)} failed ({proc.returncode}): {err.strip()}")
+    try:
+        return elapsed, json.loads(out), peak
+    except json.JSONDecodeError:
+        return elapsed, out, peak
+
+
+def sdk_client(url: str) -> Any:
+    from mistralai.client import Mistral
+
+    return Mistral(api_key=KEY, server_url=url)
+
+
+# ------------------------------------------------------------------ (a) pull
+
+
+def bench_pull(emu: Emulator, dataset_id: str, records: int, latency: float, tmp: Path) -> tuple[Row, float]:
+    store_path = tmp / f"pull-{latency}.db"
+    with Store.open(store_path) as store, Client(emu.url, KEY) as client:
+        cpu_before = emu.cpu()
+        started = time.perf_counter()
+        pull(store, client, [dataset_id], concurrency=CONCURRENCY)
+        ours = time.perf_counter() - started
+        serving = emu.cpu() - cpu_before
+        assert store.scalar("SELECT count(*) FROM records") == records
+    baseline = sdk_pull(emu.url, dataset_id, tmp / f"sdk-pull-{latency}.db", records)
+    listing_floor = math.ceil(records / 100) / CONCURRENCY * latency / 1000 + serving
+    return Row(f"pull {records} records @ {latency:g} ms", ours, baseline, listing_floor), listing_floor
+
+
+def sdk_pull(url: str, dataset_id: str, path: Path, records: int) -> float:
+    """The obvious loop: list_records page after page, each page inserted into SQLite."""
+    sdk = sdk_client(url)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE records (id TEXT PRIMARY KEY, dataset_id TEXT, updated_at TEXT, payload TEXT, properties TEXT)")
+    started = time.perf_counter()
+    page = 1
+    while True:
+        answer = sdk.beta.observability.datasets.list_records(dataset_id=dataset_id, page=page, page_size=100)
+        rows = answer.records.results or []
+        db.executemany(
+            "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+            [(r.id, r.dataset_id, r.updated_at.isoformat(), json.dumps(r.payload), json.dumps(r.properties)) for r in rows],
+        )
+        db.commit()
+        if not answer.records.next or not rows:
+            break
+        page += 1
+    elapsed = time.perf_counter() - started
+    assert db.execute("SELECT count(*) FROM records").fetchone()[0] == records
+    db.close()
+    return elapsed
+
+
+# ------------------------------------------------------------------ (b), (c) push
+
+
+def prepared_store(emu: Emulator, dataset_id: str, path: Path) -> tuple[Store, list[str]]:
+    store = Store.open(path)
+    with Client(emu.url, KEY) as client:
+        pull(store, client, [dataset_id])
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM records ORDER BY created_at, id")]
+    return store, ids
+
+
+def bench_property_edits(emu: Emulator, records: int, count: int, latency: float, listing_floor: float, tmp: Path) -> Row:
+    ours_ds, sdk_ds = emu.seed(records), emu.seed(records)
+    path = tmp / "edits.db"
+    store, ids = prepared_store(emu, ours_ds, path)
+    chosen = ids[:: max(1, len(ids) // count)][:count]  # spread over the dataset's pages
+    for rid in chosen:
+        edits.set_properties(store, rid, {"label": "benchmarked"})
+    store.close()
+    elapsed, report, _ = cli(path, emu.url, "sync", "--json")
+    assert isinstance(report, dict) and report["updated"] == count and report["exit_code"] == 0, report
+    sdk = sdk_client(emu.url)
+    targets = _sdk_ids(sdk, sdk_ds, count)
+    started = time.perf_counter()
+    for rid, properties in targets:
+        sdk.beta.observability.datasets.records.update_properties(
+            dataset_record_id=rid, properties={**properties, "label": "benchmarked"}
+        )
+    baseline = time.perf_counter() - started
+    floor = listing_floor + count / CONCURRENCY * latency / 1000
+    return Row(f"sync {count} property edits", elapsed, baseline, floor)
+
+
+def bench_deletes(emu: Emulator, records: int, count: int, latency: float, listing_floor: float, tmp: Path) -> Row:
+    ours_ds, sdk_ds = emu.seed(records), emu.seed(records)
+    path = tmp / "deletes.db"
+    store, ids = prepared_store(emu, ours_ds, path)
+    edits.delete_records(store, ids[:: max(1, len(ids) // count)][:count])
+    store.close()
+    elapsed, report, _ = cli(path, emu.url, "sync", "--json")
+    assert isinstance(report, dict) and report["deleted"] == count and report["exit_code"] == 0, report
+    sdk = sdk_client(emu.url)
+    targets = _sdk_ids(sdk, sdk_ds, count)
+    started = time.perf_counter()
+    for rid, _ in targets:
+        sdk.beta.observability.datasets.records.delete(dataset_record_id=rid)
+    baseline = time.perf_counter() - started
+    floor = listing_floor + math.ceil(count / 500) * latency / 1000
+    return Row(f"sync {count} deletes", elapsed, baseline, floor)
+
+
+def _sdk_ids(sdk: Any, dataset_id: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """The ids and properties the SDK user already has (a listing, not timed)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    page = 1
+    while True:
+        answer = sdk.beta.observability.datasets.list_records(dataset_id=dataset_id, page=page, page_size=100)
+        found += [(r.id, dict(r.properties)) for r in answer.records.results or []]
+        if not answer.records.next:
+            break
+        page += 1
+    return found[:: max(1, len(found) // count)][:count]
+
+
+# ------------------------------------------------------------------ (e) local
+
+
+def bench_local(emu: Emulator, records: int, tmp: Path) -> list[Row]:
+    emu.ask(op="configure", latency_ms=0)
+    dataset_id = emu.seed(records)
+    path = tmp / "local.db"
+    elapsed, _, peak_kib = cli(path, emu.url, "pull", dataset_id, rusage=True)
+    with Store.open(path) as store:
+        rid = store.scalar("SELECT id FROM records ORDER BY id LIMIT 1 OFFSET 777")
+    set_times = [cli(path, emu.url, "set", rid, f"label=run-{i}")[0] for i in range(5)]
+    status_times = [cli(path, emu.url, "status", "--json")[0] for _ in range(5)]
+    query = "select role, count(*) as n from messages group by role"
+    sql_times = [cli(path, emu.url, "sql", "--json", query)[0] for _ in range(3)]
+    with Store.open(path) as store:
+        started = time.perf_counter()
+        store.query(query)
+        in_process = time.perf_counter() - started
+    return [
+        Row(f"pull {records} records @ 0 ms (process)", elapsed, target="-"),
+        Row(f"peak RSS pulling {records}", peak_kib / 1024, unit="MB", target="<= 150 MB", met=peak_kib / 1024 <= 150),
+        Row(f"`set` on {records} records", statistics.median(set_times), target="<= 0.3 s", met=statistics.median(set_times) <= 0.3),
+        Row(f"`status` on {records} records", statistics.median(status_times), target="<= 0.3 s", met=statistics.median(status_times) <= 0.3),
+        Row(f"messages group-by, {records} records", in_process, target="<= 1 s", met=in_process <= 1.0),
+        Row("  same, as `localstore sql`", statistics.median(sql_times), target="-"),
+    ]
+
+
+# ------------------------------------------------------------------ report
+
+
+def judge(rows: list[Row]) -> None:
+    for row in rows:
+        if row.name.startswith("pull") and "@ 0 ms" in row.name and "process" not in row.name:
+            row.target, row.met = "no slower than SDK", row.speedup is not None and row.speedup >= 1
+        elif row.name.startswith("pull"):
+            row.target = ">= 5x SDK, <= 1.5x floor"
+            row.met = (row.speedup or 0) >= 5 and (row.vs_floor or 99) <= 1.5
+        elif "property" in row.name:
+            row.target = ">= 5x SDK, <= 2x floor"
+            row.met = (row.speedup or 0) >= 5 and (row.vs_floor or 99) <= 2
+        elif "deletes" in row.name:
+            row.target = ">= 15x SDK, <= 2x floor"
+            row.met = (row.speedup or 0) >= 15 and (row.vs_floor or 99) <= 2
+
+
+def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+    print(f"\nlocalstore bench — {args.records} records, {args.latency_ms:g} ms latency, concurrency {CONCURRENCY}")
+    header = f"{'measure':42} {'localstore':>11} {'SDK loop':>10} {'speed-up':>9} {'floor':>8} {'x floor':>8}  target"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        def fmt(v: float | None, unit: str = "s") -> str:
+            return "" if v is None else f"{v:.2f} {unit}" if unit else f"{v:.2f}"
+        mark = "" if r.met is None else ("  ok" if r.met else "  MISSED")
+        speed = "" if r.speedup is None else f"{r.speedup:.1f}x"
+        vs = "" if r.vs_floor is None else f"{r.vs_floor:.2f}"
+        print(f"{r.name:42} {fmt(r.localstore, r.unit):>11} {fmt(r.baseline):>10} {speed:>9} {fmt(r.floor):>8} {vs:>8}  {r.target}{mark}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=float, default=30.0)
+    parser.add_argument("--edits", type=int, default=1_000)
+    parser.add_argument("--local-records", type=int, default=100_000)
+    parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="localstore-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        emu = Emulator(args.latency_ms)
+        try:
+            pull_ds = emu.seed(args.records)
+            row, listing_floor = bench_pull(emu, pull_ds, args.records, args.latency_ms, tmp)
+            rows.append(row)
+            rows.append(bench_property_edits(emu, args.records, args.edits, args.latency_ms, listing_floor, tmp))
+            rows.append(bench_deletes(emu, args.records, args.edits, args.latency_ms, listing_floor, tmp))
+            emu.ask(op="configure", latency_ms=0)
+            rows.append(bench_pull(emu, pull_ds, args.records, 0, tmp)[0])
+            if not args.skip_local:
+                rows += bench_local(emu, args.local_records, tmp)
+        finally:
+            emu.close()
+    judge(rows)
+    print_table(rows, args)
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"settings": vars(args) | {"json": str(args.json), "concurrency": CONCURRENCY},
+             "rows": [asdict(r) | {"speedup": r.speedup, "vs_floor": r.vs_floor} for r in rows]},
+            indent=2,
+        ))
+        print(f"\nwritten to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
