@@ -177,12 +177,14 @@ def edit_in_editor(store: Store, record_id: str, *, editor: str | None = None) -
     after = click.edit(before, editor=editor, extension=".json", require_save=True)
     if after is None or after == before:
         return EditResult(row["record_id"], ())
-    edited = parse_json_object_text(after, "the edited record")
-    unknown = set(edited) - {"payload", "properties"}
-    if unknown or not {"payload", "properties"} <= set(edited):
-        raise UsageError(
-            'the edited record must hold exactly "payload" and "properties"; nothing was queued'
-        )
+    try:
+        edited = parse_json_object_text(after, "the edited record")
+        if set(edited) != {"payload", "properties"}:
+            raise UsageError('the edited record must hold exactly "payload" and "properties"')
+        for part in ("payload", "properties"):
+            validate_object(edited[part], f'the edited record\'s "{part}"')
+    except UsageError as exc:
+        raise UsageError(f"{exc}; nothing was queued") from None
     return edit_record(store, record_id, payload=edited["payload"], properties=edited["properties"])
 
 
@@ -202,8 +204,12 @@ def delete_records(store: Store, record_ids: Iterable[str]) -> list[str]:
             else:
                 _ensure_working(conn, row)
                 _supersede(conn, rid, ("payload", "properties"))
+                # a create in flight keeps its body until the server id is known
                 conn.execute(
-                    "UPDATE working SET deleted = 1, payload = NULL, properties = NULL WHERE record_id = ?",
+                    """UPDATE working SET deleted = 1,
+                              payload = CASE WHEN is_create THEN payload END,
+                              properties = CASE WHEN is_create THEN properties END
+                       WHERE record_id = ?""",
                     (rid,),
                 )
                 log_change(conn, rid, row["dataset_id"], "delete", None, row["base_updated_at"])

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from .edits import log_change
 from .jsonutil import canonical, json_equal
 from .merge import Content
 from .plan import Conflict, LocalWork, Remote, Settle, plan_record
@@ -138,7 +139,28 @@ def commit_create(conn: sqlite3.Connection, work: LocalWork, record: RecordLike)
         (record.updated_at, new),
     )
     conn.execute("UPDATE working SET record_id = ? WHERE record_id = ?", (new, old))
+    _edits_after_post(conn, new, record)
     _rebase_or_drop(conn, new)
+
+
+def _edits_after_post(conn: sqlite3.Connection, rid: str, record: RecordLike) -> None:
+    """A create entry still pending was written after the POSTed body was read: what it
+    holds becomes edits of the record the server created."""
+    if "create" not in _remaining_kinds(conn, rid):
+        return
+    row = conn.execute(
+        "SELECT dataset_id, payload, properties FROM working WHERE record_id = ?", (rid,)
+    ).fetchone()
+    conn.execute(
+        "UPDATE changes SET state = 'superseded' WHERE record_id = ? AND kind = 'create' AND state = 'pending'",
+        (rid,),
+    )
+    if row is None:
+        return
+    dataset_id, payload, properties = row
+    for kind, local, server in (("payload", payload, record.payload), ("properties", properties, record.properties)):
+        if local is not None and local != canonical(server):
+            log_change(conn, rid, dataset_id, kind, local, record.updated_at)
 
 
 def commit_push(
@@ -233,7 +255,8 @@ def mark_in_flight(conn: sqlite3.Connection, works: Iterable[LocalWork]) -> None
     for work in works:
         conn.execute(
             f"""UPDATE changes SET state = 'in_flight'
-                WHERE kind = 'create' AND id IN ({','.join('?' * len(work.change_ids))})""",
+                WHERE kind = 'create' AND state = 'pending'
+                  AND id IN ({','.join('?' * len(work.change_ids))})""",
             work.change_ids,
         )
 

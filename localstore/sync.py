@@ -296,14 +296,12 @@ class _Pipeline:
                     self._count(Create(work))
             return
         self._drain()
-        creates = [w for w in reconcile.load_work(self.store.conn) if w.kind == "create"]
-        if not creates:
-            return
-        for work in creates:
-            self._count(Create(work))
+        # read and mark in one transaction: an edit in between would change the body
         with self.store.transaction() as conn:
+            creates = [w for w in reconcile.load_work(conn) if w.kind == "create"]
             reconcile.mark_in_flight(conn, creates)
         for work in creates:
+            self._count(Create(work))
             self._submit(self._post, work)
 
     def _post(self, work: LocalWork) -> Outcome:

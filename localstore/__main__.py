@@ -1,0 +1,5 @@
+"""``python -m localstore``: the command line."""
+
+from .cli import main
+
+main()
