@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 
 from . import __version__
 from .errors import (
@@ -255,9 +256,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _decode_json(response: httpx.Response) -> Any:
-    """The body as JSON; ValueError when it is not (NaN/Infinity included)."""
+    """The body as JSON; ValueError when it is not (NaN/Infinity included). orjson parses
+    pages faster; the standard library takes what orjson refuses but JSON allows
+    (integers past 64 bits)."""
+    content = response.content
     try:
-        return json.loads(response.content, parse_constant=_reject_constant)
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(content, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(str(exc)) from None
 
