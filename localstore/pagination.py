@@ -22,7 +22,7 @@ import httpx
 from .errors import ProtocolError
 
 if TYPE_CHECKING:
-    from .api import RecordPage
+    from .wire import RecordPage
 
 # pages tried past the expected last one before the listing is declared broken
 EXTRA_PAGES_CAP = 1000
