@@ -1,0 +1,78 @@
+"""Commands that do not talk to the network import neither the network stack (httpx),
+the emulator (FastAPI, uvicorn) nor SQLAlchemy: they cost every user start-up time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localstore import edits
+from localstore.api import Client
+from localstore.pull import pull
+from localstore.store import Store
+
+HEAVY = ("httpx", "httpcore", "fastapi", "starlette", "uvicorn", "sqlalchemy", "sqlmodel", "pydantic", "watchfiles", "mistralai")
+
+PROBE = """
+import json, sys
+watched = set(json.loads(sys.argv[2]))
+sys.argv = ["localstore", *json.loads(sys.argv[1])]
+from localstore import cli
+try:
+    cli.main()
+except SystemExit:
+    pass
+heavy = sorted({m.split(".")[0] for m in sys.modules} & watched)
+print("HEAVY=" + json.dumps(heavy))
+"""
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory, emulator, api_key: str) -> tuple[Path, list[str]]:  # type: ignore[no-untyped-def]
+    from localstore.emulator import seed_dataset
+
+    dataset_id = seed_dataset(emulator.state, 5, name="lean-cli")
+    path = tmp_path_factory.mktemp("lean") / "store.db"
+    with Store.open(path) as store, Client(emulator.url, api_key) as client:
+        pull(store, client, [dataset_id])
+        ids = [r[0] for r in store.conn.execute("SELECT id FROM records ORDER BY id")]
+        edits.set_properties(store, ids[0], {"label": "x"})
+    return path, [dataset_id, *ids]
+
+
+OFFLINE = [
+    ["status"],
+    ["status", "--json"],
+    ["records", "--json"],
+    ["show", "{r1}"],
+    ["set", "{r2}", "label=lean"],
+    ["unset", "{r2}", "label"],
+    ["rm", "{r3}"],
+    ["revert", "{r3}"],
+    ["diff"],
+    ["log", "--json"],
+    ["conflicts"],
+    ["sql", "--json", "select count(*) as n from messages"],
+    ["datasets"],
+    ["add", "{ds}", "--payload-file", "{payload}"],
+]
+
+
+@pytest.mark.parametrize("args", OFFLINE, ids=lambda a: " ".join(a[:2]))
+def test_offline_commands_stay_lean(args: list[str], store_path: tuple[Path, list[str]], tmp_path: Path) -> None:
+    path, (ds, r1, r2, r3, *_) = store_path
+    payload = tmp_path / "p.json"
+    payload.write_text('{"messages": []}')
+    argv = ["--db", str(path), *(a.format(ds=ds, r1=r1, r2=r2, r3=r3, payload=payload) for a in args)]
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(HEAVY)],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "MISTRAL_API_KEY": ""}, timeout=60,
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY=")]
+    assert line, out.stderr
+    assert json.loads(line[0][len("HEAVY="):]) == [], f"{args[0]} imported heavy modules"
+    assert "internal error" not in out.stderr
