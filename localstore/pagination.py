@@ -56,8 +56,10 @@ def short(value: Any, limit: int = 80) -> str:
 
 
 def check_next_link(next_link: object, request_url: httpx.URL, page: int) -> None:
-    """``next`` must be null or a link (absolute or relative) to the same path
-    with ``page`` = this page + 1; anything else is a ProtocolError."""
+    """``next`` must be null or a link (absolute or relative) to this listing with
+    ``page`` = this page + 1; anything else is a ProtocolError. The host is not compared
+    (a server may name itself differently from how it was reached, and the link is never
+    followed), and a path may carry a prefix (a server mounted under one)."""
     if next_link is None:
         return
 
@@ -72,13 +74,7 @@ def check_next_link(next_link: object, request_url: httpx.URL, page: int) -> Non
         target = request_url.join(next_link.strip())
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise broken(f"not a URL: {exc}") from None
-    if (target.scheme, target.host, target.port) != (
-        request_url.scheme,
-        request_url.host,
-        request_url.port,
-    ):
-        raise broken("another server")
-    if target.path.rstrip("/") != request_url.path.rstrip("/"):
+    if not target.path.rstrip("/").endswith(request_url.path.rstrip("/")):
         raise broken("another path")
     pages = target.params.get_list("page")
     if len(pages) != 1:
