@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import reconcile
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, ProtocolError, UsageError
 from .ids import parse_uuid
 from .jsonutil import canonical
 from .store import MIRROR_COLUMNS, Store
@@ -266,6 +266,14 @@ def _in_mirror(conn: sqlite3.Connection, rid: str) -> bool:
     return conn.execute("SELECT 1 FROM mirror WHERE id = ?", (rid,)).fetchone() is not None
 
 
+def get_record_checked(client: Client, rid: str) -> Record:
+    """GET one record (``rid`` canonical); an answer holding another record is refused."""
+    record = client.get_record(rid)
+    if record.id != rid:
+        raise ProtocolError(f"the server answered a GET of record {rid} with record {record.id}")
+    return record
+
+
 def fetch(store: Store, client: Client, record_ids: Sequence[str]) -> list[Record]:
     """Mirror single records by id. An unknown id is an error and nothing is written."""
     ids = [parse_uuid(r) for r in record_ids]
@@ -274,7 +282,7 @@ def fetch(store: Store, client: Client, record_ids: Sequence[str]) -> list[Recor
     fetched = []
     for rid in ids:
         try:
-            fetched.append(client.get_record(rid))
+            fetched.append(get_record_checked(client, rid))
         except NotFoundError:
             raise UsageError(f"record {rid} does not exist on the server") from None
     refresh_records(store, client, fetched, ())

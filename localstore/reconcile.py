@@ -169,11 +169,15 @@ def commit_push(
     sent: dict[str, dict[str, Any]],
     rejected: dict[str, str],
     remote: Remote | None = None,
+    *,
+    unsent: Iterable[str] = (),
 ) -> None:
     """Parts in ``sent`` ("payload"/"properties" -> value) are on the server now; parts in
-    ``rejected`` were refused with that message. The mirror takes what the server now
-    holds: ``remote`` (the state the push was planned against) with the sent parts; its
-    new ``updated_at`` is learned from the next listing or GET."""
+    ``rejected`` were refused with that message; parts in ``unsent`` did not go out (the
+    request failed) and stay pending. The mirror takes what the server now holds:
+    ``remote`` (the state the push was planned against) with the sent parts; its new
+    ``updated_at`` is learned from the next listing or GET."""
+    unsent = set(unsent)
     if remote is not None:
         conn.execute(
             "UPDATE mirror SET payload = ?, properties = ?, updated_at = ?, deleted_at = NULL WHERE id = ?",
@@ -190,7 +194,7 @@ def commit_push(
     kinds_of = _kinds_of(conn, work.change_ids)
     for kind, message in rejected.items():
         _reject_part(conn, work.record_id, [i for i, k in kinds_of.items() if k == kind], kind, message)
-    _mark(conn, [i for i, k in kinds_of.items() if k not in rejected], "pushed")
+    _mark(conn, [i for i, k in kinds_of.items() if k not in rejected and k not in unsent], "pushed")
     _rebase_or_drop(conn, work.record_id)
 
 

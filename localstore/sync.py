@@ -21,7 +21,7 @@ from . import reconcile
 from .errors import ApiError, NotFoundError, RequestRejectedError, TransportError
 from .merge import Content
 from .plan import Action, Conflict, Create, Delete, LocalWork, Push, Remote, Settle, plan_record
-from .pull import Progress, StagedListing, Stager, apply_staged, pull_dataset
+from .pull import Progress, StagedListing, Stager, apply_staged, get_record_checked, pull_dataset
 from .store import Store
 from .timeutil import now_ts
 
@@ -227,7 +227,7 @@ class _Pipeline:
     def _get(self, edits: dict[str, LocalWork]) -> None:
         def get(rid: str) -> tuple[str, Record | None]:
             try:
-                return rid, self.client.get_record(rid)
+                return rid, get_record_checked(self.client, rid)
             except NotFoundError:
                 return rid, None
 
@@ -346,9 +346,12 @@ class _Pipeline:
                 error = exc
                 break
 
+        planned = {k for k, v in (("payload", action.payload), ("properties", action.properties)) if v is not None}
+        unsent = planned - set(sent) - set(rejected)
+
         def apply(conn: Any) -> None:
             if sent or rejected:
-                reconcile.commit_push(conn, action.work, sent, rejected, action.remote)
+                reconcile.commit_push(conn, action.work, sent, rejected, action.remote, unsent=unsent)
                 self.report.updated += 1 if sent else 0
                 self.report.rejected += len(rejected)
             if isinstance(error, NotFoundError):  # deleted on the server since the check
@@ -408,9 +411,11 @@ class _Pipeline:
 
     def _drain(self, *, wait_all: bool = False) -> None:
         """Commit what is ready — planned conflicts/settles and finished pushes — in one
-        transaction."""
-        if wait_all and self.in_flight:
-            wait(self.in_flight)
+        transaction. With ``wait_all``, keep committing as requests finish (at least
+        every quarter second) until none is left."""
+        while wait_all and self.in_flight:
+            wait(self.in_flight, timeout=0.25, return_when=FIRST_COMPLETED)
+            self._drain()
         finished = [f for f in self.in_flight if f.done()]
         self.in_flight.difference_update(finished)
         outcomes = self.ready + [f.result() for f in finished]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,3 +60,86 @@ def dataset(emulator: EmulatorServer, request: pytest.FixtureRequest) -> Dataset
         return seed_dataset(emulator.state, n, name=label, seed=seed)
 
     return make
+
+
+# ------------------------------------------------------------------ drill figures (issue #7)
+
+DRILL_COLUMNS = ("requests", "faults", "changes", "syncs", "kills", "lost", "duplicated")
+_DRILL_FIGURES = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+
+class DrillFigures:
+    """What one drill checked, for the table printed at the end of the run.
+
+    ``record(requests=…, faults={"503": 4, …}, changes=…, syncs=…, kills=…, lost=0,
+    duplicated=0)``; later calls add to earlier ones (numbers and per-kind counts add
+    up), so a drill may record as it goes."""
+
+    def __init__(self, table: dict[str, dict[str, Any]], name: str) -> None:
+        self.name = name
+        self.table = table
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return self.table.setdefault(self.name, {})
+
+    def record(self, **figures: Any) -> None:
+        for key, value in figures.items():
+            old = self.figures.get(key)
+            if isinstance(value, dict):
+                merged = dict(old or {})
+                for kind, n in value.items():
+                    merged[kind] = merged.get(kind, 0) + n
+                self.figures[key] = merged
+            elif isinstance(value, int) and isinstance(old, int):
+                self.figures[key] = old + value
+            else:
+                self.figures[key] = value
+
+
+@pytest.fixture
+def drill_figures(request: pytest.FixtureRequest) -> DrillFigures:
+    table = request.config.stash.setdefault(_DRILL_FIGURES, {})
+    return DrillFigures(table, request.node.nodeid)
+
+
+def _figure_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):  # by kind: the total here, the breakdown on its own line
+        return str(sum(value.values()))
+    return str(value)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The drills' figures as one table (printed under -q too)."""
+    table = config.stash.get(_DRILL_FIGURES, None)
+    if not table:
+        return
+    outcomes: dict[str, str] = {}
+    for outcome in ("passed", "failed", "xfailed", "xpassed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", None)
+            if nodeid and (outcome == "error" or getattr(report, "when", "call") == "call"):
+                outcomes.setdefault(nodeid, outcome)
+    extra = sorted({k for figures in table.values() for k in figures} - set(DRILL_COLUMNS))
+    columns = ["drill", "outcome", *DRILL_COLUMNS, *extra]
+    rows = [
+        [
+            nodeid.rpartition("::")[2],
+            outcomes.get(nodeid, "?"),
+            *(_figure_cell(figures.get(c)) for c in columns[2:]),
+        ]
+        for nodeid, figures in table.items()
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    terminalreporter.section("drill figures")
+    terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row, figures in zip(rows, table.values(), strict=True):
+        terminalreporter.write_line(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        )
+        for key, value in figures.items():
+            if isinstance(value, dict) and value:
+                kinds = " ".join(f"{k}:{n}" for k, n in sorted(value.items()))
+                terminalreporter.write_line(f"    {key} by kind: {kinds}")
