@@ -49,6 +49,7 @@ from .retry import (
 from .wire import (
     Dataset,
     JudgeOutput,
+    NotUnicodeError,
     Record,
     RecordPage,
     _content_type,
@@ -102,7 +103,8 @@ class _Secret:
 
 def _is_loopback(host: str) -> bool:
     name = host.strip("[]").lower().rstrip(".")
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+    # not "*.localhost": glibc (hosts: files dns) asks DNS for those, which may answer anything
+    if name in _LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -234,8 +236,16 @@ class Client:
     # -- the request machinery ---------------------------------------------------
 
     def _scrub(self, text: str) -> str:
+        """``text`` without the key, nor a prefix of it cut short by "..." (``short``,
+        ``_one_line``) where a server echoed the key into a long value."""
         key = self._secret.value
-        return text.replace(key, "***") if key and key in text else text
+        if not key:
+            return text
+        text = text.replace(key, "***")
+        for n in range(len(key) - 1, 5, -1):
+            if key[:n] + "..." in text:
+                text = text.replace(key[:n] + "...", "***...")
+        return text
 
     def _attempt_timeout(self, deadline: float) -> httpx.Timeout:
         """The configured timeouts, shortened so one attempt ends by the deadline."""
@@ -303,7 +313,7 @@ class Client:
                         raise status_error(
                             response.status_code,
                             self._scrub(message),
-                            code,
+                            None if code is None else self._scrub(code),
                             method=method,
                             path=path,
                             retry_after=parse_retry_after(response.headers.get("retry-after")),
@@ -349,8 +359,12 @@ class Client:
         where = f"{method} {path}"
         try:
             body = _decode_json(response)
+        except NotUnicodeError as exc:
+            error = ProtocolError(f"malformed answer to {where}: {exc}")
+            error.outcome_unknown = method != "GET"  # type: ignore[attr-defined]
+            raise error from None
         except ValueError:
-            kind = _content_type(response)
+            kind = self._scrub(_content_type(response))
             error = ProtocolError(
                 f"server answered {response.status_code} to {where} with a non-JSON body ({kind})"
             )
@@ -389,8 +403,12 @@ class Client:
         return list(found.values())
 
     def get_dataset(self, dataset_id: str) -> Dataset:
-        path = f"{DATASETS}/{_dataset_ref(dataset_id)}"
-        return self._parse("GET", path, lambda body, r: r.dataset(body, ""))
+        ref = _dataset_ref(dataset_id)
+        path = f"{DATASETS}/{ref}"
+        dataset: Dataset = self._parse("GET", path, lambda body, r: r.dataset(body, ""))
+        if _is_uuid(ref) and dataset.id != ref:
+            raise ProtocolError(f"malformed answer to GET {path}: it holds dataset {dataset.id}")
+        return dataset
 
     def create_dataset(self, name: str, description: str) -> Dataset:
         if not isinstance(name, str) or not 5 <= len(name) <= 50:

@@ -334,18 +334,19 @@ def conflicts(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("record_id")
-@click.option("--ours", "choice", flag_value="ours", help="Keep the local values, rebased on the remote.")
-@click.option("--theirs", "choice", flag_value="theirs", help="Drop the local side, take the remote.")
+@click.option("--ours", is_flag=True, help="Keep the local values, rebased on the remote.")
+@click.option("--theirs", is_flag=True, help="Drop the local side, take the remote.")
 @click.option("--file", "merged_file", help="Take a merged JSON {\"payload\":…, \"properties\":…}.")
 @pass_ctx
-def resolve(ctx: Context, record_id: str, choice: str | None, merged_file: str | None) -> None:
+def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file: str | None) -> None:
     """Settle a conflict."""
     from .resolve import resolve as resolve_conflict
 
-    if (choice is None) == (merged_file is None):
+    if ours + theirs + (merged_file is not None) != 1:
         raise UsageError("give exactly one of --ours, --theirs or --file F")
+    choice = "ours" if ours else "theirs" if theirs else "file"
     merged = _read_json_file(merged_file, "merged file") if merged_file else None
-    rid = resolve_conflict(ctx.store, record_id, "file" if merged_file else choice, merged)  # type: ignore[arg-type]
+    rid = resolve_conflict(ctx.store, record_id, choice, merged)  # type: ignore[arg-type]
     click.echo(f"resolved {rid}; `localstore sync` pushes the result")
 
 
@@ -421,8 +422,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("localstore: aborted", err=True)
         code = 1
-    except click.ClickException as exc:
+    except click.UsageError as exc:  # bad arguments: click's usage text, exit 2
         exc.show()
+        code = exc.exit_code
+    except click.ClickException as exc:  # e.g. the $EDITOR failed to start
+        click.echo(f"localstore: error: {exc.format_message()}", err=True)
         code = exc.exit_code
     except LocalstoreError as exc:
         click.echo(f"localstore: error: {exc}", err=True)

@@ -37,9 +37,14 @@ def validate_object(value: Any, what: str) -> dict[str, Any]:
         kind = type(value).__name__ if value is not None else "null"
         raise UsageError(f"{what} must be a JSON object, got {kind}")
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # a lone surrogate: a "\ud800" escape, or bytes that were not UTF-8 on the command line
+        raise UsageError(f"{what} holds text that is not valid Unicode (UTF-8)") from None
     return value
 
 

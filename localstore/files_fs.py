@@ -228,7 +228,10 @@ def checkout_root(directory: str | os.PathLike[str], *, create: bool) -> Path:
     if not path.exists():
         if not create:
             raise UsageError(f"{path} does not exist; `localstore checkout {path}` creates it")
-        path.mkdir(parents=True, mode=0o700)
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder {path}: {exc.strerror}") from None
     return Path(os.path.realpath(path))
 
 

@@ -297,6 +297,13 @@ def settle_remote_gone(conn: sqlite3.Connection, record_ids: Iterable[str]) -> t
     return removed, conflicts
 
 
+def creates_in_flight(conn: sqlite3.Connection) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute("SELECT record_id FROM changes WHERE kind = 'create' AND state = 'in_flight'")
+    }
+
+
 def has_in_flight_creates(conn: sqlite3.Connection, dataset_id: str) -> bool:
     return (
         conn.execute(

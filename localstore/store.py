@@ -80,6 +80,9 @@ class Store:
         db_path = Path(path) if path is not None else default_db_path()
         if db_path.exists() and db_path.is_dir():
             raise StoreError(f"{db_path} is a directory; give --db a file path")
+        parent = next((p for p in db_path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise StoreError(f"cannot create the store at {db_path}: {parent} is not a directory")
         try:
             _create_private_file(db_path)
         except OSError as exc:
@@ -110,6 +113,11 @@ class Store:
             )
         if version == 0 and tables:
             raise StoreError(f"{self.path} is an SQLite file but not a localstore store")
+        if version < 0 or (0 < version < SCHEMA_VERSION and version not in MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has an unknown schema version {version}: not a store this "
+                "localstore can read"
+            )
         try:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -266,7 +274,16 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute("PRAGMA query_only = ON")
+    # mode=ro guards the store, not other files: ATTACH creates a missing file, and
+    # VACUUM INTO (which attaches its target) writes a copy of the store anywhere
+    conn.set_authorizer(_deny_attach)
     return conn
+
+
+def _deny_attach(action: int, *_: object) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
 
 
 def _split_sql(script: str) -> list[str]:

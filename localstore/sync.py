@@ -128,6 +128,7 @@ class _Pipeline:
         self.ready: list[Outcome] = []  # commits waiting for the next transaction
         self.deletes: list[LocalWork] = []
         self.sent: set[str] = set()  # records pushed or deleted: listings keep off them
+        self.complete: set[str] = set()  # datasets listed completely in this sync
         self.failures_in_a_row = 0
         self.abort_reason: str | None = None
         self.done = 0
@@ -213,6 +214,8 @@ class _Pipeline:
         if self.dry_run:
             return edits
         self._drain()
+        if listing.complete:
+            self.complete.add(dataset_id)
         staged = StagedListing(dataset_id, listing.count, listing.complete, list(listing.problems))
         result = apply_staged(self.store, staged, exclude=self.sent)
         self.report.pulled += result.records
@@ -298,8 +301,17 @@ class _Pipeline:
         self._drain()
         # read and mark in one transaction: an edit in between would change the body
         with self.store.transaction() as conn:
+            in_flight = reconcile.creates_in_flight(conn)
             creates = [w for w in reconcile.load_work(conn) if w.kind == "create"]
+            # one left in flight is sent again only if a complete listing did not find it
+            unconfirmed = [w for w in creates if w.record_id in in_flight and w.dataset_id not in self.complete]
+            creates = [w for w in creates if w not in unconfirmed]
             reconcile.mark_in_flight(conn, creates)
+        if unconfirmed:
+            self.report.errors.append(
+                f"{len(unconfirmed)} create(s) left in flight by an interrupted sync could not be "
+                "confirmed (the dataset's listing did not add up); run sync again"
+            )
         for work in creates:
             self._count(Create(work))
             self._submit(self._post, work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -214,6 +215,10 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
     itself refuses any change; with ``write`` it runs in a transaction of its own."""
     if not sql.strip():
         raise UsageError("the query is empty")
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the query holds bytes that are not UTF-8 text") from None
     if write:
         conn = store.conn
         try:
@@ -232,6 +237,12 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
     except sqlite3.OperationalError as exc:
         message = str(exc)
         if "readonly" in message or "read-only" in message or "because it is a view" in message:
+            raise UsageError(f"{READONLY_HINT} (SQLite: {message}); nothing was changed") from None
+        raise UsageError(f"SQL error: {message}") from None
+    except sqlite3.DatabaseError as exc:
+        message = str(exc)
+        if "authoriz" in message and re.search(r"\b(attach|detach|vacuum)\b", sql, re.IGNORECASE):
+            # refused by connect_readonly's authorizer
             raise UsageError(f"{READONLY_HINT} (SQLite: {message}); nothing was changed") from None
         raise UsageError(f"SQL error: {message}") from None
     except sqlite3.Error as exc:

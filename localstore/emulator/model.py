@@ -7,13 +7,13 @@ import hashlib
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 SOURCES = ("EXPLORER", "UPLOADED_FILE", "DIRECT_INPUT", "PLAYGROUND")
 MAX_VALUE_BYTES = 1024 * 1024
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
