@@ -127,13 +127,23 @@ CREATE VIEW remote_records AS
 SELECT id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties
 FROM mirror WHERE deleted_at IS NULL;
 
--- One row per entry of payload.messages of each record in `records`.
+-- One row per entry of payload.messages of each record in `records`. Built on the tables
+-- rather than on `records` so that SQLite parses each payload once (a message is an
+-- array element: fullkey '$.messages[N]'); records with a working copy take its payload.
 CREATE VIEW messages AS
-SELECT r.id AS record_id, r.dataset_id, CAST(m.key AS INTEGER) AS idx,
-       json_extract(m.value, '$.role') AS role,
-       json_extract(m.value, '$.content') AS content
-FROM records AS r, json_each(r.payload, '$.messages') AS m
-WHERE json_type(r.payload, '$.messages') = 'array';
+SELECT m.id AS record_id, m.dataset_id, CAST(j.key AS INTEGER) AS idx,
+       json_extract(j.value, '$.role') AS role, json_extract(j.value, '$.content') AS content
+FROM mirror AS m, json_each(m.payload, '$.messages') AS j
+WHERE m.deleted_at IS NULL AND j.fullkey LIKE '$.messages[%'
+  AND NOT EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = m.id)
+UNION ALL
+SELECT w.record_id, w.dataset_id, CAST(j.key AS INTEGER),
+       json_extract(j.value, '$.role'), json_extract(j.value, '$.content')
+FROM working AS w LEFT JOIN mirror AS m ON m.id = w.record_id,
+     json_each(COALESCE(w.payload, m.payload), '$.messages') AS j
+WHERE j.fullkey LIKE '$.messages[%'
+  AND ((w.is_create = 1 AND w.deleted = 0)
+       OR (w.is_create = 0 AND m.id IS NOT NULL AND NOT (w.deleted = 1 AND w.state = 'pending')));
 
 -- Open conflicts with their three snapshots (remote is NULL when deleted remotely).
 CREATE VIEW conflicts AS

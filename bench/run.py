@@ -246,6 +246,9 @@ def bench_local(emu: Emulator, records: int, tmp: Path) -> list[Row]:
         started = time.perf_counter()
         store.query(query)
         in_process = time.perf_counter() - started
+        started = time.perf_counter()
+        store.query("SELECT count(*) FROM records WHERE json_extract(properties, '$.label') = 'escalated'")
+        by_property = time.perf_counter() - started
     return [
         Row(f"pull {records} records @ 0 ms (process)", elapsed, target="-"),
         Row(f"peak RSS pulling {records}", peak_kib / 1024, unit="MB", target="<= 150 MB", met=peak_kib / 1024 <= 150),
@@ -253,6 +256,7 @@ def bench_local(emu: Emulator, records: int, tmp: Path) -> list[Row]:
         Row(f"`status` on {records} records", statistics.median(status_times), target="<= 0.3 s", met=statistics.median(status_times) <= 0.3),
         Row(f"messages group-by, {records} records", in_process, target="<= 1 s", met=in_process <= 1.0),
         Row("  same, as `localstore sql`", statistics.median(sql_times), target="-"),
+        Row(f"records by a property, {records} records", by_property, target="-"),
     ]
 
 
@@ -261,7 +265,9 @@ def bench_local(emu: Emulator, records: int, tmp: Path) -> list[Row]:
 
 def judge(rows: list[Row]) -> None:
     for row in rows:
-        if row.name.startswith("pull") and "@ 0 ms" in row.name and "process" not in row.name:
+        if row.target:  # judged where it was measured
+            continue
+        if row.name.startswith("pull") and "@ 0 ms" in row.name:
             row.target, row.met = "no slower than SDK", row.speedup is not None and row.speedup >= 1
         elif row.name.startswith("pull"):
             row.target = ">= 5x SDK, <= 1.5x floor"
