@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .errors import LocalstoreError, UsageError
-from .output import emit_csv, emit_json, emit_rows, emit_table, progress_bar
+from .output import emit_csv, emit_json, emit_json_rows, emit_rows, emit_table, progress_bar
 
 if TYPE_CHECKING:
     from .api import Client
@@ -367,7 +367,7 @@ def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> N
         raise UsageError("give --json or --csv, not both")
     result = run_sql(ctx.store, query, write=write)
     if as_json:
-        emit_json(result.as_dicts())
+        emit_json_rows(result.as_dicts())
     elif as_csv:
         emit_csv(result.columns, result.rows)
     elif result.columns:

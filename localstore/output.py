@@ -19,6 +19,16 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def emit_json_rows(rows: list[dict[str, Any]]) -> None:
+    """A JSON array with one row object per line, as sqlite-utils prints query results:
+    ``[{"n": 10000}]`` for one row."""
+    if not rows:
+        click.echo("[]")
+        return
+    lines = [json.dumps(row, ensure_ascii=False, default=str) for row in rows]
+    click.echo("[" + ",\n ".join(lines) + "]")
+
+
 def emit_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
