@@ -80,6 +80,8 @@ def test_pull_1000_records_then_query_them(
     assert f"pulled 1000 records of {ds}" in out
 
     assert cli.sql("select count(*) as n from records") == [{"n": 1000}]
+    # the exact text, as the issue quotes it (one row object per line, like sqlite-utils)
+    assert cli.ok("sql", "--json", "select count(*) as n from records") == '[{"n": 1000}]\n'
     remote = emulator.state.list_records(ds)
     expected = sum(len(r["payload"]["messages"]) for r in remote)
     rows = cli.sql("select record_id, idx, role, content from messages")
