@@ -30,7 +30,3 @@ def json_equal(a: Any, b: Any) -> bool:
 def pretty(value: Any) -> str:
     """Stable, readable JSON for files, diffs and ``show``."""
     return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-def loads_object(text: str | None) -> dict[str, Any] | None:
-    return None if text is None else json.loads(text)

@@ -4,7 +4,6 @@ local side's change-log entries stay in the log whatever is chosen."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any, Literal
 
@@ -132,11 +131,3 @@ def _recreate(conn: sqlite3.Connection, work: LocalWork, target: Content) -> str
     log_change(conn, new, work.dataset_id, "create",
          canonical({"payload": target.payload, "properties": target.properties}), None)
     return new
-
-
-def load_merged_file(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"the merged file is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    return validate_object(value, "the merged file")

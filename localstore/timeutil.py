@@ -43,7 +43,3 @@ def normalize_ts(value: object, *, field: str = "timestamp") -> str:
         return format_ts(moment)
     except (ValueError, OverflowError):
         raise ProtocolError(f"server sent {field}={value!r}, out of range") from None
-
-
-def normalize_optional_ts(value: object, *, field: str = "timestamp") -> str | None:
-    return None if value is None else normalize_ts(value, field=field)
