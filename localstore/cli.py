@@ -13,7 +13,15 @@ import click
 
 from . import __version__
 from .errors import LocalstoreError, UsageError
-from .output import emit_csv, emit_json, emit_json_rows, emit_rows, emit_table, progress_bar
+from .output import (
+    emit_csv,
+    emit_json,
+    emit_json_rows,
+    emit_rows,
+    emit_table,
+    json_option,
+    progress_bar,
+)
 
 if TYPE_CHECKING:
     from .api import Client
@@ -45,7 +53,6 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

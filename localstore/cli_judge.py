@@ -7,16 +7,15 @@ from typing import TYPE_CHECKING
 import click
 
 from .errors import UsageError
-from .output import emit_json, progress_bar
+from .output import emit_json, json_option, progress_bar
 
 if TYPE_CHECKING:
     from .cli import Context
     from .judge import JudgeReport
 
-# localstore.cli imports this module, so it cannot import cli's pass_ctx/json_option at
-# load time without breaking `import localstore.cli_judge`; these are the same things.
+# localstore.cli imports this module, so it cannot import cli's pass_ctx at load time;
+# click.pass_obj hands over the same Context.
 pass_ctx = click.pass_obj
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 MAX_LISTED = 20  # failures listed in the text summary (--json lists them all)
 

@@ -14,6 +14,9 @@ import click
 
 MAX_CELL = 60
 
+# the --json flag every command that prints data takes
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
