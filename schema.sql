@@ -3,7 +3,7 @@
 -- Timestamps are ISO 8601 UTC strings (2026-11-25T18:51:57.123456Z); payload and
 -- properties are JSON text, so json_extract(properties, '$.label') works.
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 -- Datasets the store knows; `tracked` ones are pulled by a bare `pull` and by `sync`.
 CREATE TABLE datasets (
@@ -32,31 +32,39 @@ CREATE TABLE mirror (
 );
 CREATE INDEX mirror_by_dataset ON mirror (dataset_id, created_at, id);
 
--- Working copies: one row per record edited locally and not yet settled with the
--- server. `payload` / `properties` are NULL when that part is not edited locally.
--- base_* is the remote state the first pending edit was made against (a 3-way
--- merge needs it); offline creates have no base. state: 'pending' or 'conflict'.
+-- Working copies: one row per record with local work not yet settled with the server.
+-- Only localstore.ledger writes here and to `changes`. `payload` / `properties` hold
+-- the local value of a part edited locally (NULL: not edited, the record shows the
+-- mirror's). Each part has its own base: the remote value the user saw when they
+-- edited that part (or deleted the record), and that value's `updated_at` (NULL when
+-- not known, e.g. after our own PUT, whose answer carries none). Offline creates
+-- (is_create) hold both parts; their base is set when the create is sent.
+-- state: 'pending' or 'conflict'.
 CREATE TABLE working (
-    record_id       TEXT PRIMARY KEY,
-    dataset_id      TEXT NOT NULL REFERENCES datasets (id),
-    payload         TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
-    properties      TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
-    deleted         INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
-    is_create       INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
-    base_updated_at TEXT,
-    base_payload    TEXT,
-    base_properties TEXT,
-    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
-    conflict_parts  TEXT,
-    detected_at     TEXT,
-    created_at      TEXT NOT NULL,
-    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL))
+    record_id          TEXT PRIMARY KEY,
+    dataset_id         TEXT NOT NULL REFERENCES datasets (id),
+    payload            TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
+    properties         TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
+    deleted            INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    is_create          INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
+    base_payload       TEXT,
+    base_payload_at    TEXT,
+    base_properties    TEXT,
+    base_properties_at TEXT,
+    state              TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
+    conflict_parts     TEXT,
+    detected_at        TEXT,
+    created_at         TEXT NOT NULL,
+    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL)),
+    CHECK (is_create = 1 OR (base_payload IS NOT NULL AND base_properties IS NOT NULL))
 );
 CREATE INDEX working_by_dataset ON working (dataset_id);
 
 -- The outbound change log. Pending entries are what sync pushes (at most one pending
--- entry per record and kind: a newer edit supersedes the older one); pushed,
--- rejected, superseded and reverted entries stay as history.
+-- entry per record and kind: a newer edit supersedes the older one); an entry being
+-- sent is in_flight (its ids are captured then); pushed, rejected, superseded and
+-- reverted entries stay as history. `sent` is what a push actually sent when it was
+-- not `body` (a 3-way merge with a teammate's change).
 CREATE TABLE changes (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     record_id       TEXT NOT NULL,
@@ -68,7 +76,8 @@ CREATE TABLE changes (
                     CHECK (state IN ('pending', 'in_flight', 'pushed', 'rejected', 'superseded', 'reverted')),
     error           TEXT,
     created_at      TEXT NOT NULL,
-    pushed_at       TEXT
+    pushed_at       TEXT,
+    sent            TEXT
 );
 CREATE INDEX changes_by_record ON changes (record_id, state);
 CREATE INDEX changes_open ON changes (state) WHERE state IN ('pending', 'in_flight', 'rejected');
@@ -146,13 +155,15 @@ WHERE j.fullkey LIKE '$.messages[%'
        OR (w.is_create = 0 AND m.id IS NOT NULL AND NOT (w.deleted = 1 AND w.state = 'pending')));
 
 -- Open conflicts with their three snapshots (remote is NULL when deleted remotely).
+-- `parts` names the conflicting parts as JSON Pointers ("/payload", "/properties/label")
+-- or "delete-vs-edit" / "edit-vs-delete".
 CREATE VIEW conflicts AS
 SELECT w.record_id, w.dataset_id, w.conflict_parts AS parts,
        json_object('payload', json(w.base_payload), 'properties', json(w.base_properties),
-                   'updated_at', w.base_updated_at) AS base,
+                   'updated_at', COALESCE(w.base_properties_at, w.base_payload_at)) AS base,
        CASE WHEN w.deleted = 1 THEN NULL ELSE
-           json_object('payload', json(COALESCE(w.payload, w.base_payload)),
-                       'properties', json(COALESCE(w.properties, w.base_properties))) END AS local,
+           json_object('payload', json(COALESCE(w.payload, m.payload, w.base_payload)),
+                       'properties', json(COALESCE(w.properties, m.properties, w.base_properties))) END AS local,
        CASE WHEN m.id IS NULL OR m.deleted_at IS NOT NULL THEN NULL ELSE
            json_object('payload', json(m.payload), 'properties', json(m.properties),
                        'updated_at', m.updated_at) END AS remote,

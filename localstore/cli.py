@@ -217,7 +217,19 @@ def rm(ctx: Context, record_ids: tuple[str, ...]) -> None:
     from .edits import delete_records
 
     done = delete_records(ctx.store, record_ids)
-    click.echo(f"queued {len(done)} delete(s)")
+    for result in done:
+        rid = result.record_id
+        if result.dropped_unsent_create:
+            click.echo(f"{rid}: dropped (created here and never sent; nothing left to revert)")
+        elif result.dropped_edits:
+            parts = " and ".join(result.dropped_edits)
+            click.echo(
+                f"{rid}: the delete replaces its pending {parts} edit; `localstore revert {rid}` "
+                "would throw away the delete and bring the record back as the server has it, "
+                f"without that {parts} edit"
+            )
+    queued = sum(1 for r in done if not r.dropped_unsent_create)
+    click.echo(f"queued {queued} delete(s)")
 
 
 @cli.command()

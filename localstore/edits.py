@@ -1,5 +1,6 @@
-"""Local edits: each one validates its input, then updates the working copy and appends
-to the change log in a single transaction. Nothing here talks to the network.
+"""Local edits: each one validates its input, then runs one transition of the change
+log's owner (localstore.ledger) in a transaction of its own. Nothing here talks to
+the network.
 
 Coalescing: at most one pending change-log entry per (record, kind) — a newer edit marks
 the older entry ``superseded`` (it stays in the log as history). A record created
@@ -15,11 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NotFoundLocally, UsageError
-from .ids import new_provisional_id, parse_uuid
-from .jsonutil import canonical, pretty
+from . import ledger
+from .errors import UsageError
+from .ids import parse_uuid
+from .jsonutil import pretty
+from .ledger import DeleteResult
 from .store import Store
-from .timeutil import now_ts
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ def edit_record(
     if properties is not None:
         properties = validate_object(dict(properties), "properties")
     with store.transaction() as conn:
-        row = _editable(conn, resolve_record_id(conn, record_id))
-        return _edit(conn, row, payload, properties)
+        rid = resolve_record_id(conn, record_id)
+        return EditResult(rid, ledger.edit(conn, rid, payload, properties))
 
 
 def set_payload(store: Store, record_id: str, payload: Mapping[str, Any]) -> EditResult:
@@ -130,9 +132,9 @@ def set_properties(store: Store, record_id: str, updates: Mapping[str, Any]) -> 
     """Set some property keys; the others stay."""
     validate_object(dict(updates), "properties")
     with store.transaction() as conn:
-        row = _editable(conn, resolve_record_id(conn, record_id))
-        current = json.loads(row["properties"])
-        return _edit(conn, row, None, {**current, **updates})
+        rid = resolve_record_id(conn, record_id)
+        _, current = ledger.current(conn, rid)
+        return EditResult(rid, ledger.edit(conn, rid, None, {**current, **updates}))
 
 
 def unset_properties(store: Store, record_id: str, keys: Iterable[str]) -> EditResult:
@@ -140,35 +142,16 @@ def unset_properties(store: Store, record_id: str, keys: Iterable[str]) -> EditR
     if not keys:
         raise UsageError("give at least one property KEY to unset")
     with store.transaction() as conn:
-        row = _editable(conn, resolve_record_id(conn, record_id))
-        current = json.loads(row["properties"])
+        rid = resolve_record_id(conn, record_id)
+        _, current = ledger.current(conn, rid)
         missing = [k for k in keys if k not in current]
         if missing:
             raise UsageError(
-                f"record {row['record_id']} has no property {', '.join(missing)}; "
+                f"record {rid} has no property {', '.join(missing)}; "
                 "`localstore show` lists its properties"
             )
-        return _edit(conn, row, None, {k: v for k, v in current.items() if k not in keys})
-
-
-def _edit(
-    conn: sqlite3.Connection,
-    row: dict[str, Any],
-    payload: dict[str, Any] | None,
-    properties: dict[str, Any] | None,
-) -> EditResult:
-    new_payload = None if payload is None else canonical(payload)
-    new_properties = None if properties is None else canonical(properties)
-    if new_payload == row["payload"]:
-        new_payload = None
-    if new_properties == row["properties"]:
-        new_properties = None
-    kinds = tuple(
-        kind for kind, value in (("payload", new_payload), ("properties", new_properties)) if value
-    )
-    if kinds:
-        _apply(conn, row, new_payload, new_properties)
-    return EditResult(row["record_id"], kinds)
+        remaining = {k: v for k, v in current.items() if k not in keys}
+        return EditResult(rid, ledger.edit(conn, rid, None, remaining))
 
 
 def edit_in_editor(store: Store, record_id: str, *, editor: str | None = None) -> EditResult:
@@ -177,11 +160,12 @@ def edit_in_editor(store: Store, record_id: str, *, editor: str | None = None) -
     import click
 
     with store.transaction() as conn:
-        row = _editable(conn, resolve_record_id(conn, record_id))
-    before = pretty({"payload": json.loads(row["payload"]), "properties": json.loads(row["properties"])})
+        rid = resolve_record_id(conn, record_id)
+        payload, properties = ledger.current(conn, rid)
+    before = pretty({"payload": payload, "properties": properties})
     after = click.edit(before, editor=editor, extension=".json", require_save=True)
     if after is None or after == before:
-        return EditResult(row["record_id"], ())
+        return EditResult(rid, ())
     try:
         edited = parse_json_object_text(after, "the edited record")
         if set(edited) != {"payload", "properties"}:
@@ -190,36 +174,16 @@ def edit_in_editor(store: Store, record_id: str, *, editor: str | None = None) -
             validate_object(edited[part], f'the edited record\'s "{part}"')
     except UsageError as exc:
         raise UsageError(f"{exc}; nothing was queued") from None
-    return edit_record(store, record_id, payload=edited["payload"], properties=edited["properties"])
+    return edit_record(store, rid, payload=edited["payload"], properties=edited["properties"])
 
 
-def delete_records(store: Store, record_ids: Iterable[str]) -> list[str]:
+def delete_records(store: Store, record_ids: Iterable[str]) -> list[DeleteResult]:
     """Queue deletes (all or nothing). A create never sent is simply dropped."""
     ids = [parse_uuid(r) for r in record_ids]
     if not ids:
         raise UsageError("give at least one RECORD_ID to delete")
-    done: list[str] = []
     with store.transaction() as conn:
-        for given in ids:
-            rid = resolve_record_id(conn, given)
-            row = _editable(conn, rid)
-            if row["is_create"] and not _in_flight(conn, rid):
-                _close_entries(conn, rid, "reverted", "deleted before it was sent")
-                conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
-            else:
-                _ensure_working(conn, row)
-                _supersede(conn, rid, ("payload", "properties"))
-                # a create in flight keeps its body until the server id is known
-                conn.execute(
-                    """UPDATE working SET deleted = 1,
-                              payload = CASE WHEN is_create THEN payload END,
-                              properties = CASE WHEN is_create THEN properties END
-                       WHERE record_id = ?""",
-                    (rid,),
-                )
-                log_change(conn, rid, row["dataset_id"], "delete", None, row["base_updated_at"])
-            done.append(rid)
-    return done
+        return [ledger.delete(conn, resolve_record_id(conn, given)) for given in ids]
 
 
 def add_record(
@@ -232,171 +196,13 @@ def add_record(
     payload = validate_object(dict(payload), "payload")
     properties = validate_object(dict(properties or {}), "properties")
     dataset = parse_uuid(dataset_id, what="dataset id")
-    rid = new_provisional_id()
     with store.transaction() as conn:
-        known = conn.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset,)).fetchone()
-        if not known:
-            raise NotFoundLocally(
-                f"dataset {dataset} is not in the store; run `localstore pull {dataset}` first"
-            )
-        now = now_ts()
-        conn.execute(
-            """INSERT INTO working (record_id, dataset_id, payload, properties, is_create, created_at)
-               VALUES (?, ?, ?, ?, 1, ?)""",
-            (rid, dataset, canonical(payload), canonical(properties), now),
-        )
-        log_change(conn, rid, dataset, "create", canonical({"payload": payload, "properties": properties}), None)
-    return rid
+        return ledger.create(conn, dataset, payload, properties)
 
 
 def revert(store: Store, record_id: str) -> str:
     """Drop a record's local changes (pending or rejected) and its conflict, if any."""
     with store.transaction() as conn:
         rid = resolve_record_id(conn, record_id)
-        row = conn.execute("SELECT is_create FROM working WHERE record_id = ?", (rid,)).fetchone()
-        rejected = conn.execute(
-            "SELECT 1 FROM changes WHERE record_id = ? AND state = 'rejected'", (rid,)
-        ).fetchone()
-        if row is None and not rejected:
-            raise UsageError(f"record {rid} has no local changes to revert")
-        if _in_flight(conn, rid):
-            raise UsageError(
-                f"record {rid} is being created on the server; revert it after the next sync"
-            )
-        _close_entries(conn, rid, "reverted", None, states=("pending", "rejected"))
-        conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
-        _drop_tombstone(conn, rid)
+        ledger.revert(conn, rid)
     return rid
-
-
-# ------------------------------------------------------------------ internals
-
-
-def _editable(conn: sqlite3.Connection, rid: str) -> dict[str, Any]:
-    """The record as the user sees it, with its working-copy bookkeeping; raises when it
-    cannot be edited now."""
-    cur = conn.execute(
-        """SELECT m.id AS mirror_id, m.dataset_id AS m_dataset, m.deleted_at,
-                  m.payload AS m_payload, m.properties AS m_properties, m.updated_at,
-                  w.record_id AS w_id, w.dataset_id AS w_dataset, w.payload AS w_payload,
-                  w.properties AS w_properties, w.deleted, w.is_create, w.state,
-                  w.base_updated_at
-           FROM (SELECT ? AS rid) AS q
-           LEFT JOIN mirror AS m ON m.id = q.rid
-           LEFT JOIN working AS w ON w.record_id = q.rid""",
-        (rid,),
-    )
-    names = [d[0] for d in cur.description]
-    r = dict(zip(names, cur.fetchone(), strict=True))
-    if r["w_id"] is None and (r["mirror_id"] is None or r["deleted_at"] is not None):
-        raise NotFoundLocally(
-            f"record {rid} is not in the store; `localstore fetch {rid}` mirrors it"
-        )
-    if r["w_id"] is not None:
-        if r["state"] == "conflict":
-            raise UsageError(
-                f"record {rid} has a conflict; settle it first with `localstore resolve {rid} --ours|--theirs|--file F`"
-            )
-        if r["deleted"]:
-            raise UsageError(
-                f"record {rid} is deleted locally; `localstore revert {rid}` undoes that"
-            )
-    return {
-        "record_id": rid,
-        "dataset_id": r["w_dataset"] or r["m_dataset"],
-        "has_working": r["w_id"] is not None,
-        "is_create": bool(r["is_create"]),
-        "payload": r["w_payload"] if r["w_payload"] is not None else r["m_payload"],
-        "properties": r["w_properties"] if r["w_properties"] is not None else r["m_properties"],
-        "base_updated_at": r["base_updated_at"] if r["w_id"] is not None else r["updated_at"],
-    }
-
-
-def _ensure_working(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-    if row["has_working"]:
-        return
-    conn.execute(
-        """INSERT INTO working (record_id, dataset_id, base_updated_at, base_payload,
-                                base_properties, created_at)
-           SELECT id, dataset_id, updated_at, payload, properties, ? FROM mirror WHERE id = ?""",
-        (now_ts(), row["record_id"]),
-    )
-    row["has_working"] = True
-
-
-def _apply(
-    conn: sqlite3.Connection, row: dict[str, Any], payload: str | None, properties: str | None
-) -> None:
-    rid = row["record_id"]
-    if row["is_create"] and not _in_flight(conn, rid):
-        conn.execute(
-            """UPDATE working SET payload = COALESCE(?, payload),
-                                  properties = COALESCE(?, properties)
-               WHERE record_id = ?""",
-            (payload, properties, rid),
-        )
-        body = conn.execute(
-            "SELECT json_object('payload', json(payload), 'properties', json(properties)) FROM working WHERE record_id = ?",
-            (rid,),
-        ).fetchone()[0]
-        _supersede(conn, rid, ("create",))
-        log_change(conn, rid, row["dataset_id"], "create", canonical(json.loads(body)), None)
-        return
-    _ensure_working(conn, row)
-    for kind, value in (("payload", payload), ("properties", properties)):
-        if value is None:
-            continue
-        conn.execute(f"UPDATE working SET {kind} = ? WHERE record_id = ?", (value, rid))
-        _supersede(conn, rid, (kind,))
-        log_change(conn, rid, row["dataset_id"], kind, value, row["base_updated_at"])
-
-
-def _in_flight(conn: sqlite3.Connection, rid: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM changes WHERE record_id = ? AND state = 'in_flight'", (rid,)
-        ).fetchone()
-        is not None
-    )
-
-
-def _supersede(conn: sqlite3.Connection, rid: str, kinds: tuple[str, ...]) -> None:
-    marks = ",".join("?" * len(kinds))
-    conn.execute(
-        f"UPDATE changes SET state = 'superseded' WHERE record_id = ? AND state = 'pending' AND kind IN ({marks})",
-        (rid, *kinds),
-    )
-
-
-def _close_entries(
-    conn: sqlite3.Connection,
-    rid: str,
-    state: str,
-    error: str | None,
-    *,
-    states: tuple[str, ...] = ("pending",),
-) -> None:
-    marks = ",".join("?" * len(states))
-    conn.execute(
-        f"UPDATE changes SET state = ?, error = COALESCE(?, error) WHERE record_id = ? AND state IN ({marks})",
-        (state, error, rid, *states),
-    )
-
-
-def _drop_tombstone(conn: sqlite3.Connection, rid: str) -> None:
-    conn.execute("DELETE FROM mirror WHERE id = ? AND deleted_at IS NOT NULL", (rid,))
-
-
-def log_change(
-    conn: sqlite3.Connection,
-    rid: str,
-    dataset_id: str,
-    kind: str,
-    body: str | None,
-    base_updated_at: str | None,
-) -> None:
-    conn.execute(
-        """INSERT INTO changes (record_id, dataset_id, kind, body, base_updated_at, created_at)
-           VALUES (?, ?, ?, ?, ?, ?)""",
-        (rid, dataset_id, kind, body, base_updated_at, now_ts()),
-    )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from .bounded import bounded
 from .edits import parse_json_object_text, resolve_record_id, validate_object
 from .errors import (
     ApiError,
@@ -33,7 +34,6 @@ from .errors import (
 )
 from .ids import parse_uuid
 from .store import Store
-from .sync import _bounded
 from .timeutil import now_ts
 
 if TYPE_CHECKING:
@@ -361,7 +361,7 @@ class _Run:
 
     def run(self, todo: list[str], concurrency: int) -> None:
         last = time.monotonic()
-        outcomes = cast(Generator[Outcome, None, None], _bounded(self.call, todo, concurrency))
+        outcomes = cast(Generator[Outcome, None, None], bounded(self.call, todo, concurrency))
         try:
             for rid, verdict, error in outcomes:
                 self.finished.add(rid)

@@ -9,18 +9,34 @@ conflicts; delete against delete is done.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonutil import json_equal
 
-PAYLOAD = "payload"
+# Conflict part names are JSON Pointers (RFC 6901) into {"payload": …, "properties": …},
+# so any key names exactly one part: "/properties/a.b", "/properties/a~1b" (key "a/b"),
+# "/properties/" (the empty key). A whole-record conflict has a name of its own.
+PAYLOAD = "/payload"
+PROPERTIES_PREFIX = "/properties/"
 DELETE_VS_EDIT = "delete-vs-edit"  # deleted here, edited on the server
 EDIT_VS_DELETE = "edit-vs-delete"  # edited here, deleted on the server
 
 
 def property_part(key: str) -> str:
-    return f"properties.{key}"
+    """The part name of a property key: ``/properties/<key>`` with ``~`` and ``/`` escaped."""
+    return PROPERTIES_PREFIX + key.replace("~", "~0").replace("/", "~1")
+
+
+def property_key(part: str) -> str | None:
+    """The property key a part name points at, or None when it names no property."""
+    if not part.startswith(PROPERTIES_PREFIX):
+        return None
+    token = part[len(PROPERTIES_PREFIX) :]
+    if "/" in token or re.search(r"~(?![01])", token):
+        return None
+    return token.replace("~1", "/").replace("~0", "~")
 
 
 class _Missing:

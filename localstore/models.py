@@ -150,7 +150,8 @@ class MirrorRow(SQLModel, table=True):
 
 class WorkingRow(SQLModel, table=True):
     """A record's local working copy; ``payload``/``properties`` are None when that
-    part is not edited locally."""
+    part is not edited locally. Each part has its base: the remote value the user saw
+    when they edited it, and that value's ``updated_at`` (None when unknown)."""
 
     __tablename__ = "working"
 
@@ -160,9 +161,10 @@ class WorkingRow(SQLModel, table=True):
     properties: dict[str, Any] | None = _column(JSONText, nullable=True)
     deleted: bool = _column(Flag, default=False, server_default="0")
     is_create: bool = _column(Flag, default=False, server_default="0")
-    base_updated_at: str | None = _column(TEXT, nullable=True)
     base_payload: dict[str, Any] | None = _column(JSONText, nullable=True)
+    base_payload_at: str | None = _column(TEXT, nullable=True)
     base_properties: dict[str, Any] | None = _column(JSONText, nullable=True)
+    base_properties_at: str | None = _column(TEXT, nullable=True)
     state: str = _column(TEXT, default="pending", server_default="'pending'")
     conflict_parts: list[str] | None = _column(JSONText, nullable=True)
     detected_at: str | None = _column(TEXT, nullable=True)
@@ -185,6 +187,7 @@ class ChangeRow(SQLModel, table=True):
     error: str | None = _column(TEXT, nullable=True)
     created_at: str = _column(TEXT)
     pushed_at: str | None = _column(TEXT, nullable=True)
+    sent: Any = _column(JSONText, nullable=True)
 
 
 class IdMapRow(SQLModel, table=True):

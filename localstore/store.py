@@ -21,11 +21,51 @@ from typing import Any, Protocol
 from .errors import StoreError, SyncInProgressError
 from .jsonutil import canonical
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
-# Migrations from version N to N+1, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {}
+# Migrations from version N to N+1, applied in order inside one transaction each. They
+# change tables only: views (and triggers) are derived, so every migration drops them
+# all and creates them again from schema.sql.
+MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: a base per part (payload, properties) instead of one per record; what a
+    # merged push actually sent; conflict parts named by JSON Pointer.
+    1: """
+CREATE TABLE working_v2 (
+    record_id          TEXT PRIMARY KEY,
+    dataset_id         TEXT NOT NULL REFERENCES datasets (id),
+    payload            TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
+    properties         TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
+    deleted            INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    is_create          INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
+    base_payload       TEXT,
+    base_payload_at    TEXT,
+    base_properties    TEXT,
+    base_properties_at TEXT,
+    state              TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
+    conflict_parts     TEXT,
+    detected_at        TEXT,
+    created_at         TEXT NOT NULL,
+    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL)),
+    CHECK (is_create = 1 OR (base_payload IS NOT NULL AND base_properties IS NOT NULL))
+);
+INSERT INTO working_v2
+SELECT record_id, dataset_id, payload, properties, deleted, is_create,
+       base_payload, base_updated_at, base_properties, base_updated_at, state,
+       (SELECT json_group_array(CASE
+                  WHEN p.value = 'payload' THEN '/payload'
+                  WHEN p.value LIKE 'properties.%'
+                  THEN '/properties/' || replace(replace(substr(p.value, 12), '~', '~0'), '/', '~1')
+                  ELSE p.value END)
+        FROM json_each(working.conflict_parts) AS p),
+       detected_at, created_at
+FROM working;
+DROP TABLE working;
+ALTER TABLE working_v2 RENAME TO working;
+CREATE INDEX working_by_dataset ON working (dataset_id);
+ALTER TABLE changes ADD COLUMN sent TEXT;
+""",
+}
 
 
 class RecordLike(Protocol):
@@ -135,10 +175,12 @@ class Store:
             return
         while version < SCHEMA_VERSION:
             with self.transaction():
+                _drop_derived(self.conn)
                 for statement in _split_sql(MIGRATIONS[version]):
                     self.conn.execute(statement)
                 version += 1
                 self.conn.execute(f"PRAGMA user_version = {version}")
+                _create_derived(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -234,9 +276,25 @@ class Store:
 
     def upsert_mirror(self, records: Iterable[RecordLike]) -> int:
         """Write records as the server holds them; call inside a transaction."""
-        rows = [_mirror_row(r) for r in records]
-        self.conn.executemany(MIRROR_UPSERT, rows)
-        return len(rows)
+        return upsert_mirror_rows(self.conn, records)
+
+
+def set_mirror_content(
+    conn: sqlite3.Connection, rid: str, updated_at: str, payload: Any, properties: Any
+) -> None:
+    """The remote state a sync just read for a mirrored record (before writing to it)."""
+    conn.execute(
+        """UPDATE mirror SET updated_at = ?, payload = ?, properties = ?, deleted_at = NULL
+           WHERE id = ?""",
+        (updated_at, canonical(payload), canonical(properties), rid),
+    )
+
+
+def upsert_mirror_rows(conn: sqlite3.Connection, records: Iterable[RecordLike]) -> int:
+    """Write records as the server holds them; call inside a transaction."""
+    rows = [mirror_row(r) for r in records]
+    conn.executemany(MIRROR_UPSERT, rows)
+    return len(rows)
 
 
 MIRROR_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties"
@@ -249,7 +307,7 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-def _mirror_row(record: RecordLike) -> tuple[Any, ...]:
+def mirror_row(record: RecordLike) -> tuple[Any, ...]:
     return (
         record.id,
         record.dataset_id,
@@ -288,6 +346,25 @@ def _deny_attach(action: int, *_: object) -> int:
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
+
+
+def _derived_statements() -> list[str]:
+    return [
+        s for s in _split_sql(schema_sql())
+        if s.upper().startswith(("CREATE VIEW", "CREATE TRIGGER"))
+    ]
+
+
+def _drop_derived(conn: sqlite3.Connection) -> None:
+    for kind, name in conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger')"
+    ).fetchall():
+        conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
+
+
+def _create_derived(conn: sqlite3.Connection) -> None:
+    for statement in _derived_statements():
+        conn.execute(statement)
 
 
 def _split_sql(script: str) -> list[str]:

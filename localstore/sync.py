@@ -1,35 +1,54 @@
-"""Sync: check each pending change against the record's current remote state, push
-what the plan (pure, localstore.plan) allows, then pull.
+"""Sync: check each record with pending changes against its current remote state, push
+what the pure plan (localstore.plan) allows, then pull.
 
-The API has no conditional write, so the push rule is checked against remote state read
-just before the push — one listing per dataset where that is cheaper than a GET per
+The API has no conditional write, so a record is planned against remote state read
+just before its push — one listing per dataset where that is cheaper than a GET per
 record, otherwise GETs — and the two are pipelined: a record is planned and its push
 sent as soon as its page (or GET) arrives. A listing made for the checks is also that
-dataset's pull; tracked datasets not listed that way are pulled at the end. Each
-outcome is committed as it arrives, so an interrupted sync loses nothing and the next
-one converges.
+dataset's pull (through the same pipeline as ``pull``); tracked datasets not listed that
+way are pulled at the end.
+
+Planning and marking in flight happen in one transaction (an edit cannot slip between
+them); the entries sent are captured then, and each outcome settles exactly those, as it
+arrives, through the ledger's transitions. An interrupted sync loses nothing: the next
+one finds the entries in flight and settles them by a 3-way merge against their base.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import reconcile
+from . import ledger
 from .errors import ApiError, NotFoundError, RequestRejectedError, TransportError
+from .ledger import InFlight, PartOutcome
 from .merge import Content
-from .plan import Action, Conflict, Create, Delete, LocalWork, Push, Remote, Settle, plan_record
-from .pull import Progress, StagedListing, Stager, apply_staged, get_record_checked, pull_dataset
-from .store import Store
+from .plan import Conflict, Delete, Push, Remote, Settle, plan_record
+from .pull import (
+    Listed,
+    Progress,
+    apply_listing,
+    confirm_creates,
+    dataset_gone,
+    get_many,
+    list_dataset,
+    lookup_errors,
+    pull_dataset,
+)
+from .store import Store, set_mirror_content, upsert_mirror_rows
 from .timeutil import now_ts
+from .wire import outcome_unknown
 
 if TYPE_CHECKING:
     from .api import Client, Record
 
 BULK_DELETE_MAX = 500
 ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase
+
+Commit = Callable[[sqlite3.Connection], None]  # applied inside a transaction
 
 
 @dataclass
@@ -39,12 +58,15 @@ class SyncReport:
     updated: int = 0
     deleted: int = 0
     settled: int = 0
+    adopted: int = 0  # creates of an earlier sync whose answer was lost, found on the server
     new_conflicts: int = 0
     open_conflicts: int = 0
     rejected: int = 0
     pulled: int = 0
     pending: int = 0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    gone_datasets: list[str] = field(default_factory=list)
     planned: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -76,35 +98,33 @@ def sync(
     With ``dry_run`` nothing is sent and the store is not changed."""
     report = SyncReport(dry_run=dry_run)
     with store.sync_lock():
-        run_id = None if dry_run else _start_run(store)
+        run_id = None
+        if not dry_run:
+            with store.transaction() as conn:
+                ledger.recover(conn)
+            run_id = _start_run(store)
         try:
-            listed = _Pipeline(store, client, report, concurrency, progress, dry_run).run()
+            run = _Run(store, client, report, concurrency, progress, dry_run)
+            listed = run.push()
             if not dry_run and not report.errors:
                 for dataset_id in store.tracked_dataset_ids():
-                    if dataset_id in listed:
-                        continue
-                    result = pull_dataset(store, client, dataset_id, concurrency=concurrency, progress=progress)
-                    report.pulled += result.records
-                    report.new_conflicts += result.conflicts
+                    if dataset_id not in listed:
+                        run.pull(dataset_id)
         except ApiError as exc:
             report.errors.append(str(exc))
         finally:
+            report.open_conflicts = ledger.conflict_count(store.conn)
             if dry_run:
                 report.new_conflicts = report.planned.get("conflict", 0)
-                report.open_conflicts = reconcile.conflict_count(store.conn) + report.new_conflicts
-                report.pending = len(reconcile.load_work(store.conn))
-            else:
-                report.open_conflicts = reconcile.conflict_count(store.conn)
-                report.pending = len(reconcile.load_work(store.conn))
+                report.open_conflicts += report.new_conflicts
+            report.pending = ledger.pending_count(store.conn)
+            if not dry_run:
                 _finish_run(store, run_id, report)
     return report
 
 
-Outcome = Callable[[Any], None]  # applied to the connection inside a transaction
-
-
-class _Pipeline:
-    """Reads remote state, plans each record as it arrives, sends pushes on a bounded
+class _Run:
+    """Reads remote state, plans each record as it arrives, sends writes on a bounded
     pool and commits outcomes on the calling thread (the store's connection is used
     from this thread only)."""
 
@@ -124,38 +144,34 @@ class _Pipeline:
         self.progress = progress
         self.dry_run = dry_run
         self.pool: ThreadPoolExecutor | None = None
-        self.in_flight: set[Future[Outcome]] = set()
-        self.ready: list[Outcome] = []  # commits waiting for the next transaction
-        self.deletes: list[LocalWork] = []
-        self.sent: set[str] = set()  # records pushed or deleted: listings keep off them
-        self.complete: set[str] = set()  # datasets listed completely in this sync
+        self.running: set[Future[Commit]] = set()
+        self.to_plan: list[tuple[str, Remote | None]] = []
+        self.ready: list[Commit] = []  # outcomes and mirror refreshes for the next commit
+        self.to_send: list[_Request] = []  # requests to start once their plan is committed
+        self.deletes: list[InFlight] = []
+        self.sent: set[str] = set()  # records written this sync: listings keep off them
+        self.deleted: set[str] = set()  # records this sync deleted on the server
         self.failures_in_a_row = 0
         self.abort_reason: str | None = None
         self.done = 0
-        self.total = 0
 
-    # ------------------------------------------------------------ the run
+    # ------------------------------------------------------------ phases
 
-    def run(self) -> set[str]:
-        """Returns the datasets fully listed (their pull is done)."""
-        works = reconcile.load_work(self.store.conn)
-        self.total = len(works)
-        by_dataset: dict[str, list[LocalWork]] = {}
-        for work in works:
-            by_dataset.setdefault(work.dataset_id, []).append(work)
+    def push(self) -> set[str]:
+        """Check, plan and send every pending change. Returns the datasets listed
+        completely (their pull is done)."""
         listed: set[str] = set()
+        to_check = ledger.records_to_check(self.store.conn)
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="localstore-push") as pool:
             self.pool = pool
             try:
-                for dataset_id, group in by_dataset.items():
-                    edits = {w.record_id: w for w in group if w.kind != "create"}
-                    if self._should_list(dataset_id, group):
-                        left = self._list(dataset_id, edits)
-                        listed.add(dataset_id)
-                    else:
-                        left = edits
-                    if left and self.abort_reason is None:
-                        self._get(left)
+                for dataset_id in sorted(to_check.keys() | ledger.datasets_creating(self.store.conn)):
+                    edits = set(to_check.get(dataset_id, ()))
+                    if self._should_list(dataset_id, edits):
+                        if self._list(dataset_id, edits):
+                            listed.add(dataset_id)
+                    elif edits:
+                        self._lookup(edits)
                     if self.abort_reason is not None:
                         break
                 if self.abort_reason is None:
@@ -167,243 +183,305 @@ class _Pipeline:
             self.report.errors.append(self.abort_reason)
         return listed
 
-    def _should_list(self, dataset_id: str, group: list[LocalWork]) -> bool:
+    def pull(self, dataset_id: str) -> None:
+        result = pull_dataset(self.store, self.client, dataset_id, concurrency=self.concurrency,
+                              progress=self.progress)
+        self.report.pulled += result.records
+        self.report.new_conflicts += result.conflicts
+        self.report.adopted += result.adopted
+        self.report.errors.extend(result.errors)
+        if result.gone:
+            self._dataset_gone(dataset_id)
+
+    def _dataset_gone(self, dataset_id: str) -> None:
+        self.report.gone_datasets.append(dataset_id)
+        self.report.warnings.append(
+            f"dataset {dataset_id} was deleted on the server: its records were removed here "
+            "(those with local edits are kept as conflicts) and it is no longer tracked"
+        )
+
+    def _should_list(self, dataset_id: str, edits: set[str]) -> bool:
         """A listing costs one request per 100 records, a GET one per record; creates
-        left in flight by an interrupted sync need the listing to be recognised."""
-        if reconcile.has_in_flight_creates(self.store.conn, dataset_id):
+        whose answer was lost need the listing to be recognised."""
+        if ledger.creates_in_flight(self.store.conn, dataset_id):
             return True
-        edits = sum(1 for w in group if w.kind != "create")
-        if edits == 0:
+        if not edits:
             return False
         mirrored = self.store.scalar("SELECT count(*) FROM mirror WHERE dataset_id = ?", (dataset_id,))
-        return -(-mirrored // 100) <= edits
+        return -(-mirrored // 100) <= len(edits)
 
     # ------------------------------------------------------------ remote state
 
-    def _list(self, dataset_id: str, edits: dict[str, LocalWork]) -> dict[str, LocalWork]:
-        """List the dataset, planning each pending record as its page arrives. Returns
-        the pending records the listing did not settle."""
-        stager = Stager(self.store.conn, dataset_id)
-        seen = 0
-        pages = self.client.iter_record_pages(dataset_id, page_size=100, concurrency=self.concurrency)
+    def _list(self, dataset_id: str, edits: set[str]) -> bool:
+        """List the dataset, planning each pending record as its page arrives, then
+        apply the listing as that dataset's pull. Returns whether it was pulled."""
+
+        def on_page(records: list[Record]) -> None:
+            for record in records:
+                if record.id in edits:
+                    edits.discard(record.id)
+                    self.to_plan.append((record.id, _remote_of(record)))
+            self._drain()
+
         try:
-            for page in pages:
-                for record in page.records:
-                    work = edits.pop(record.id, None)
-                    if work is not None:
-                        self._handle(work, _remote_of(record))
-                stager.add(page.records)
-                seen += len(page.records)
-                if self.progress:
-                    self.progress(f"check {dataset_id[:8]}", seen, page.count)
-                self._drain()
-                if self.abort_reason is not None:
-                    return {}
+            listed = list_dataset(self.store, self.client, dataset_id, concurrency=self.concurrency,
+                                  progress=self.progress, on_page=on_page, label="check")
+        except NotFoundError:
+            self._drain()
+            if self.dry_run:
+                self.report.warnings.append(f"dataset {dataset_id} answers 404: it seems deleted")
+                return False
+            if dataset_gone(self.store, self.client, dataset_id):
+                self._dataset_gone(dataset_id)
+                return True
+            raise
         except TransportError as exc:
             self.abort_reason = str(exc)
-            return {}
-        finally:
-            pages.close()
-        stager.flush()
-        listing = pages.listing
-        assert listing is not None
-        if listing.complete and self.dry_run:
-            for work in edits.values():
-                self._handle(work, None)
-            return {}
-        if self.dry_run:
-            return edits
+            return False
         self._drain()
-        if listing.complete:
-            self.complete.add(dataset_id)
-        staged = StagedListing(dataset_id, listing.count, listing.complete, list(listing.problems))
-        result = apply_staged(self.store, staged, exclude=self.sent)
-        self.report.pulled += result.records
-        self.report.new_conflicts += result.conflicts
-        if not listing.complete:
-            return edits
-        # absent from a complete listing: gone (apply_staged settled the mirrored ones)
-        with self.store.transaction() as conn:
-            reconcile.settle_remote_gone(conn, edits)
-        return {}
+        if self.dry_run:
+            self._lookup(edits)
+            return False
+        applied = apply_listing(self.store, listed, exclude=self.sent)
+        self.report.pulled += applied.records
+        self.report.new_conflicts += applied.conflicts
+        self.report.adopted += len(applied.adopted)
+        for record in applied.adopted.values():
+            self.to_plan.append((record.id, _remote_of(record)))
+        self._lookup(edits | set(applied.missing) - self.sent)
+        self._confirm_creates(dataset_id, listed)
+        return True
 
-    def _get(self, edits: dict[str, LocalWork]) -> None:
-        def get(rid: str) -> tuple[str, Record | None]:
-            try:
-                return rid, get_record_checked(self.client, rid)
-            except NotFoundError:
-                return rid, None
+    def _confirm_creates(self, dataset_id: str, listed: Listed) -> None:
+        if not ledger.creates_in_flight(self.store.conn, dataset_id):
+            return
+        # our own deletes must not make the second listing differ from the first
+        self._drain(wait_all=True)
+        adopted, errors = confirm_creates(self.store, self.client, dataset_id, listed,
+                                          concurrency=self.concurrency, exclude=self.sent,
+                                          deleted_meanwhile=self.deleted)
+        self.report.adopted += adopted
+        self.report.errors.extend(errors)
 
-        try:
-            for rid, record in _bounded(get, list(edits), self.concurrency):
-                if record is not None and not self.dry_run:
-                    self.ready.append(lambda conn, r=record: self._refresh_mirror(r))
-                self._handle(edits[rid], None if record is None else _remote_of(record))
-                self._drain()
-                if self.abort_reason is not None:
-                    return
-        except TransportError as exc:
-            self.abort_reason = str(exc)
+    def _lookup(self, record_ids: set[str]) -> None:
+        """GET records the listing did not show (or that were not listed at all): a
+        404 is proof the record is gone; a record that cannot be looked up stays."""
+        if not record_ids:
+            return
+        found, failed = get_many(self.client, sorted(record_ids), self.concurrency)
+        transport = [e for e in failed.values() if isinstance(e, TransportError)]
+        if transport:
+            self.abort_reason = self.abort_reason or str(transport[0])
+        else:
+            self.report.errors.extend(lookup_errors(failed))
+        live = [r for r in found.values() if r is not None and r.id not in self.sent]
+        if live and not self.dry_run:
+            self.ready.append(lambda conn: self._refresh_mirror(conn, live))
+        for rid, record in found.items():
+            self.to_plan.append((rid, None if record is None else _remote_of(record)))
+        self._drain()
 
-    def _refresh_mirror(self, record: Record) -> None:
-        if record.id not in self.sent:
+    def _refresh_mirror(self, conn: sqlite3.Connection, records: list[Record]) -> None:
+        for record in records:
             self.store.ensure_dataset(record.dataset_id)
-            self.store.upsert_mirror([record])
+        upsert_mirror_rows(conn, [r for r in records if r.id not in self.sent])
 
     # ------------------------------------------------------------ planning
 
-    def _handle(self, work: LocalWork, remote: Remote | None) -> None:
+    def _plan(self, conn: sqlite3.Connection, rid: str, remote: Remote | None) -> None:
+        """Plan one record against fresh local state, in the transaction that marks
+        what it sends in flight."""
+        works = ledger.load_work(conn, [rid])
+        if not works or works[0].kind == "create":
+            if remote is None and not self.dry_run:
+                self._count_gone(ledger.remote_gone(conn, rid))
+            return
+        work = works[0]
         action = plan_record(work, remote)
-        self._count(action)
+        self._count(type(action).__name__.lower())
         if self.dry_run:
             return
-        if isinstance(action, Conflict):
-            self.ready.append(lambda conn: reconcile.commit_conflict(conn, work, action.parts))
+        if remote is None:
+            self._count_gone(ledger.remote_gone(conn, rid))
+        elif isinstance(action, Conflict):
+            ledger.conflict(conn, work, action.parts)
             self.report.new_conflicts += 1
         elif isinstance(action, Settle):
-            self.ready.append(lambda conn: reconcile.commit_settle(conn, work, remote_gone=action.remote_gone))
+            ledger.settle(conn, work, remote_gone=False)
             self.report.settled += 1
         elif isinstance(action, Push):
-            self.sent.add(work.record_id)
-            self._submit(self._put, action)
+            # the listing that read this record will not overwrite its mirror row (it is
+            # written to now): the mirror takes the state the push is planned against
+            set_mirror_content(conn, rid, remote.updated_at, remote.content.payload,
+                               remote.content.properties)
+            send = {p: v for p, v in (("payload", action.payload), ("properties", action.properties))
+                    if v is not None}
+            flight = ledger.begin_push(conn, work, send)
+            if flight is not None:
+                self.sent.add(rid)
+                self.to_send.append(_Request(lambda f=flight: self._put(f),
+                                             lambda c, f=flight: ledger.push_done(c, f, {})))
         elif isinstance(action, Delete):
-            self.sent.add(work.record_id)
-            self.deletes.append(work)
-            if len(self.deletes) >= BULK_DELETE_MAX:
-                self._flush_deletes()
+            set_mirror_content(conn, rid, remote.updated_at, remote.content.payload,
+                               remote.content.properties)
+            self.sent.add(rid)
+            self.deletes.append(ledger.begin_delete(conn, work))
 
-    def _count(self, action: Action) -> None:
-        name = type(action).__name__.lower()
+    def _count_gone(self, outcome: str) -> None:
+        if outcome == "conflict":
+            self.report.new_conflicts += 1
+
+    def _count(self, name: str) -> None:
         self.report.planned[name] = self.report.planned.get(name, 0) + 1
 
     # ------------------------------------------------------------ sending
 
-    def _submit(self, fn: Callable[[Any], Outcome], arg: Any) -> None:
-        assert self.pool is not None
-        # The pool runs `concurrency` at a time; the queue is not bounded here so that
-        # reading pages never waits for pushes (the work is in memory already).
-        self.in_flight.add(self.pool.submit(fn, arg))
-
     def _flush_deletes(self) -> None:
-        if self.deletes and self.abort_reason is None:
+        while self.deletes and self.abort_reason is None:
             chunk, self.deletes = self.deletes[:BULK_DELETE_MAX], self.deletes[BULK_DELETE_MAX:]
-            self._submit(self._delete, chunk)
-            self._flush_deletes()
+            self.to_send.append(_Request(lambda c=chunk: self._delete(c),
+                                         lambda conn, c=chunk: self._deletes_unsent(conn, c)))
+        if self.deletes:  # aborted: what was marked in flight goes back to pending
+            chunk, self.deletes = self.deletes, []
+            self.ready.append(lambda conn: self._deletes_unsent(conn, chunk))
+        self._drain()
+
+    def _deletes_unsent(self, conn: sqlite3.Connection, chunk: list[InFlight]) -> None:
+        for flight in chunk:
+            ledger.delete_done(conn, flight, "unknown")
 
     def _creates(self) -> None:
         """Creates go last: by now every listing has recognised creates an interrupted
-        sync left in flight, so what is still in flight here surely never landed."""
-        if self.dry_run:
-            for work in reconcile.load_work(self.store.conn):
-                if work.kind == "create":
-                    self._count(Create(work))
-            return
+        sync left in flight."""
         self._drain()
-        # read and mark in one transaction: an edit in between would change the body
+        if self.dry_run:
+            for work in ledger.load_work(self.store.conn):
+                if work.kind == "create":
+                    self._count("create")
+            return
         with self.store.transaction() as conn:
-            in_flight = reconcile.creates_in_flight(conn)
-            creates = [w for w in reconcile.load_work(conn) if w.kind == "create"]
-            # one left in flight is sent again only if a complete listing did not find it
-            unconfirmed = [w for w in creates if w.record_id in in_flight and w.dataset_id not in self.complete]
-            creates = [w for w in creates if w not in unconfirmed]
-            reconcile.mark_in_flight(conn, creates)
-        if unconfirmed:
-            self.report.errors.append(
-                f"{len(unconfirmed)} create(s) left in flight by an interrupted sync could not be "
-                "confirmed (the dataset's listing did not add up); run sync again"
-            )
-        for work in creates:
-            self._count(Create(work))
-            self._submit(self._post, work)
+            flights = [ledger.begin_create(conn, w) for w in ledger.load_work(conn) if w.kind == "create"]
+        for flight in flights:
+            self._count("create")
+            self.to_send.append(_Request(lambda f=flight: self._post(f),
+                                         lambda c, f=flight: ledger.create_not_landed(c, f.record_id)))
+        self._drain()
 
-    def _post(self, work: LocalWork) -> Outcome:
+    def _post(self, flight: InFlight) -> Commit:
+        body = flight.sent
         try:
-            assert work.payload is not None
-            record = self.client.create_record(work.dataset_id, work.payload, work.properties)
+            record = self.client.create_record(flight.dataset_id, body["payload"], body.get("properties") or {})
         except (RequestRejectedError, NotFoundError) as exc:
             message = exc.message
-            return lambda conn: self._rejected(conn, work, message)
+
+            def rejected(conn: sqlite3.Connection) -> None:
+                ledger.create_rejected(conn, flight.record_id, message)
+                self.report.rejected += 1
+                self._succeeded()
+
+            return rejected
         except ApiError as exc:
-            # outcome unknown: stays in flight; the next sync finds it in the listing
-            # (and adopts it) or sends it again
-            return lambda conn, e=exc: self._failed(e)
-        return lambda conn: self._created(conn, work, record)
+            unknown = outcome_unknown(exc)
 
-    def _created(self, conn: Any, work: LocalWork, record: Record) -> None:
-        reconcile.commit_create(conn, work, record)
-        self.report.created += 1
-        self._succeeded()
+            def failed(conn: sqlite3.Connection, e: ApiError = exc) -> None:
+                if not unknown:  # certainly not applied: a plain pending create again
+                    ledger.create_not_landed(conn, flight.record_id)
+                self._failed(e)
 
-    def _rejected(self, conn: Any, work: LocalWork, message: str) -> None:
-        reconcile.commit_rejected_work(conn, work, message)
-        self.report.rejected += 1
-        self._succeeded()
+            return failed
 
-    def _put(self, action: Push) -> Outcome:
-        sent: dict[str, Any] = {}
-        rejected: dict[str, str] = {}
+        def created(conn: sqlite3.Connection) -> None:
+            new_id = ledger.create_landed(conn, flight.record_id, record)
+            self.report.created += 1
+            self.sent.add(new_id)
+            self.to_plan.append((new_id, _remote_of(record)))  # edits made while it was sent
+            self._succeeded()
+
+        return created
+
+    def _put(self, flight: InFlight) -> Commit:
+        outcomes: dict[str, PartOutcome] = {}
+        messages: dict[str, str] = {}
         error: ApiError | None = None
-        for kind, value in (("payload", action.payload), ("properties", action.properties)):
-            if value is None:
+        gone = False
+        for part in ("payload", "properties"):
+            if part not in flight.sent:
+                continue
+            if error is not None or gone:
+                outcomes[part] = "unknown"  # not attempted
                 continue
             try:
-                if kind == "payload":
-                    self.client.put_payload(action.work.record_id, value)
+                if part == "payload":
+                    self.client.put_payload(flight.record_id, flight.sent[part])
                 else:
-                    self.client.put_properties(action.work.record_id, value)
-                sent[kind] = value
+                    self.client.put_properties(flight.record_id, flight.sent[part])
+                outcomes[part] = "sent"
             except RequestRejectedError as exc:
-                rejected[kind] = exc.message
+                outcomes[part] = "rejected"
+                messages[part] = exc.message
+            except NotFoundError:
+                outcomes[part] = "unknown"
+                gone = True
             except ApiError as exc:
+                outcomes[part] = "unknown"
                 error = exc
-                break
 
-        planned = {k for k, v in (("payload", action.payload), ("properties", action.properties)) if v is not None}
-        unsent = planned - set(sent) - set(rejected)
-
-        def apply(conn: Any) -> None:
-            if sent or rejected:
-                reconcile.commit_push(conn, action.work, sent, rejected, action.remote, unsent=unsent)
-                self.report.updated += 1 if sent else 0
-                self.report.rejected += len(rejected)
-            if isinstance(error, NotFoundError):  # deleted on the server since the check
-                _, conflicts = reconcile.settle_remote_gone(conn, [action.work.record_id])
-                self.report.new_conflicts += conflicts
-                self._succeeded()
-            elif error is not None:
+        def apply(conn: sqlite3.Connection) -> None:
+            ledger.push_done(conn, flight, outcomes, messages)
+            self.report.updated += "sent" in outcomes.values()
+            self.report.rejected += sum(1 for o in outcomes.values() if o == "rejected")
+            if gone:  # deleted on the server since the check
+                self._count_gone(ledger.remote_gone(conn, flight.record_id))
+            if error is not None:
                 self._failed(error)
             else:
                 self._succeeded()
 
         return apply
 
-    def _delete(self, chunk: list[LocalWork]) -> Outcome:
-        rejected: dict[str, str] = {}
+    def _delete(self, chunk: list[InFlight]) -> Commit:
+        outcome: dict[str, tuple[PartOutcome, str | None]] = {}
         try:
-            self.client.bulk_delete([w.record_id for w in chunk])
+            self.client.bulk_delete([f.record_id for f in chunk])
+            outcome = {f.record_id: ("sent", None) for f in chunk}
         except (NotFoundError, RequestRejectedError):
             # find out which one, record by record; 404 on a delete means done
-            for work in chunk:
+            for flight in chunk:
                 try:
-                    self.client.delete_record(work.record_id)
+                    self.client.delete_record(flight.record_id)
+                    outcome[flight.record_id] = ("sent", None)
                 except NotFoundError:
-                    pass
+                    outcome[flight.record_id] = ("sent", None)
                 except RequestRejectedError as exc:
-                    rejected[work.record_id] = exc.message
+                    outcome[flight.record_id] = ("rejected", exc.message)
                 except ApiError as exc:
-                    return lambda conn, e=exc: self._failed(e)
+                    return self._deletes_failed(chunk, outcome, exc)
         except ApiError as exc:
-            return lambda conn, e=exc: self._failed(e)
+            return self._deletes_failed(chunk, outcome, exc)
 
-        def apply(conn: Any) -> None:
-            for work in chunk:
-                if work.record_id in rejected:
-                    reconcile.commit_rejected_work(conn, work, rejected[work.record_id])
-                    self.report.rejected += 1
-            done = [w for w in chunk if w.record_id not in rejected]
-            reconcile.commit_delete(conn, done)
-            self.report.deleted += len(done)
+        def apply(conn: sqlite3.Connection) -> None:
+            for flight in chunk:
+                state, message = outcome[flight.record_id]
+                ledger.delete_done(conn, flight, state, message)
+                self.report.deleted += state == "sent"
+                self.report.rejected += state == "rejected"
+                if state == "sent":
+                    self.deleted.add(flight.record_id)
             self._succeeded()
+
+        return apply
+
+    def _deletes_failed(
+        self, chunk: list[InFlight], known: dict[str, tuple[PartOutcome, str | None]], exc: ApiError
+    ) -> Commit:
+        def apply(conn: sqlite3.Connection) -> None:
+            for flight in chunk:
+                state, message = known.get(flight.record_id, ("unknown", None))
+                ledger.delete_done(conn, flight, state, message)
+                self.report.deleted += state == "sent"
+                if state == "sent":
+                    self.deleted.add(flight.record_id)
+            self._failed(exc)
 
         return apply
 
@@ -422,52 +500,56 @@ class _Pipeline:
             self.report.errors.append(str(exc))
 
     def _drain(self, *, wait_all: bool = False) -> None:
-        """Commit what is ready — planned conflicts/settles and finished pushes — in one
-        transaction. With ``wait_all``, keep committing as requests finish (at least
-        every quarter second) until none is left."""
-        while wait_all and self.in_flight:
-            wait(self.in_flight, timeout=0.25, return_when=FIRST_COMPLETED)
-            self._drain()
-        finished = [f for f in self.in_flight if f.done()]
-        self.in_flight.difference_update(finished)
-        outcomes = self.ready + [f.result() for f in finished]
-        self.ready = []
-        if not outcomes:
-            return
-        with self.store.transaction() as conn:
-            for outcome in outcomes:
-                outcome(conn)
-        self.done += sum(1 for _ in finished)
-        if self.progress and finished:
-            self.progress("push", self.done, None)
+        """Commit what is ready — plans (marking what they send in flight), finished
+        requests' outcomes, mirror refreshes — in one transaction, then start the
+        requests it planned. With ``wait_all``, keep going until nothing is left."""
+        while True:
+            finished = [f for f in self.running if f.done()]
+            self.running.difference_update(finished)
+            outcomes = self.ready + [f.result() for f in finished]
+            plans, self.to_plan, self.ready = self.to_plan, [], []
+            if outcomes or plans:
+                with self.store.transaction() as conn:
+                    for outcome in outcomes:
+                        outcome(conn)
+                    for rid, remote in plans:
+                        self._plan(conn, rid, remote)
+            self.done += len(finished)
+            if self.progress and finished:
+                self.progress("push", self.done, None)
+            self._start()
+            if not wait_all:
+                return
+            if not self.running and not self.to_plan and not self.ready:
+                if self.deletes:
+                    self._flush_deletes()
+                    continue
+                return
+            if self.running:
+                wait(self.running, timeout=0.25, return_when=FIRST_COMPLETED)
+
+    def _start(self) -> None:
+        """Start the requests planned; once the push phase stopped, what was planned
+        but not started goes back to pending (a create to a pending create)."""
+        assert self.pool is not None
+        requests, self.to_send = self.to_send, []
+        for request in requests:
+            if self.abort_reason is not None:
+                self.ready.append(request.unsent)
+            else:
+                self.running.add(self.pool.submit(request.send))
+
+
+@dataclass(frozen=True)
+class _Request:
+    send: Callable[[], Commit]  # runs on the pool; returns what to commit
+    unsent: Commit  # committed instead when the request is never started
 
 
 def _remote_of(record: Record) -> Remote | None:
     if record.deleted_at is not None:
         return None
     return Remote(record.updated_at, Content(record.payload, record.properties))
-
-
-def _bounded(fn: Callable[[Any], Any], items: list[Any], concurrency: int) -> Iterator[Any]:
-    """Run fn over items with at most ``concurrency`` in flight, yielding results as they
-    complete; the first exception propagates after in-flight calls are abandoned."""
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="localstore-get") as pool:
-        todo = iter(items)
-        pending: set[Future[Any]] = set()
-        try:
-            while True:
-                for item in todo:
-                    pending.add(pool.submit(fn, item))
-                    if len(pending) >= concurrency:
-                        break
-                if not pending:
-                    return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 # ------------------------------------------------------------------ sync_runs
@@ -488,5 +570,5 @@ def _finish_run(store: Store, run_id: int | None, report: SyncReport) -> None:
             """UPDATE sync_runs SET finished_at = ?, pushed = ?, pulled = ?, conflicts = ?,
                       errors = ?, status = ?, message = ? WHERE id = ?""",
             (now_ts(), report.pushed, report.pulled, report.open_conflicts, len(report.errors),
-             status, "; ".join(report.errors)[:1000] or None, run_id),
+             status, "; ".join(report.errors + report.warnings)[:1000] or None, run_id),
         )

@@ -133,7 +133,8 @@ def change_log(
 def diff(store: Store, record_id: str | None = None) -> str:
     """A unified diff of base vs working JSON for each record with local changes."""
     sql = """SELECT w.record_id, w.deleted, w.is_create, w.payload, w.properties,
-                    w.base_payload, w.base_properties, w.base_updated_at
+                    w.base_payload, w.base_properties,
+                    COALESCE(w.base_properties_at, w.base_payload_at) AS base_updated_at
              FROM working AS w"""
     params: list[Any] = []
     if record_id:
@@ -147,7 +148,7 @@ def diff(store: Store, record_id: str | None = None) -> str:
     out: list[str] = []
     for row in rows:
         rid = row["record_id"]
-        if row["is_create"]:
+        if row["is_create"] or row["base_payload"] is None:
             before: list[str] = []
             old_name = "/dev/null"
         else:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from localstore.jsonutil import json_equal
 from localstore.merge import (
     DELETE_VS_EDIT,
     EDIT_VS_DELETE,
@@ -19,6 +20,8 @@ from localstore.merge import (
     merge,
     merge_properties,
     merge_value,
+    property_key,
+    property_part,
     rebase_local,
 )
 
@@ -99,17 +102,17 @@ KEY_TABLE_PRESENT = {
     ("same", "del"): DELETED,
     ("A", "same"): 1,
     ("A", "A"): 1,
-    ("A", "B"): ("conflict", "properties.k"),
-    ("A", "unset"): ("conflict", "properties.k"),
+    ("A", "B"): ("conflict", "/properties/k"),
+    ("A", "unset"): ("conflict", "/properties/k"),
     ("A", "del"): ("conflict", EDIT_VS_DELETE),
     ("B", "same"): 2,
-    ("B", "A"): ("conflict", "properties.k"),
+    ("B", "A"): ("conflict", "/properties/k"),
     ("B", "B"): 2,
-    ("B", "unset"): ("conflict", "properties.k"),
+    ("B", "unset"): ("conflict", "/properties/k"),
     ("B", "del"): ("conflict", EDIT_VS_DELETE),
     ("unset", "same"): "absent",
-    ("unset", "A"): ("conflict", "properties.k"),
-    ("unset", "B"): ("conflict", "properties.k"),
+    ("unset", "A"): ("conflict", "/properties/k"),
+    ("unset", "B"): ("conflict", "/properties/k"),
     ("unset", "unset"): "absent",
     ("unset", "del"): ("conflict", EDIT_VS_DELETE),
     ("del", "same"): DELETED,
@@ -126,10 +129,10 @@ KEY_TABLE_ABSENT = {
     ("same", "del"): DELETED,
     ("A", "same"): 1,
     ("A", "A"): 1,
-    ("A", "B"): ("conflict", "properties.k"),
+    ("A", "B"): ("conflict", "/properties/k"),
     ("A", "del"): ("conflict", EDIT_VS_DELETE),
     ("B", "same"): 2,
-    ("B", "A"): ("conflict", "properties.k"),
+    ("B", "A"): ("conflict", "/properties/k"),
     ("B", "B"): 2,
     ("B", "del"): ("conflict", EDIT_VS_DELETE),
     ("del", "same"): DELETED,
@@ -178,7 +181,7 @@ def test_payload_and_property_conflicts_are_reported_together() -> None:
     base = Content({"v": 0}, {"a": 0, "b": 0})
     local = Content({"v": 1}, {"a": 1, "b": 0})
     remote = Content({"v": 2}, {"a": 2, "b": 5})
-    assert merge(base, local, remote).conflicts == (PAYLOAD, "properties.a")
+    assert merge(base, local, remote).conflicts == (PAYLOAD, "/properties/a")
 
 
 def test_json_equality_distinguishes_true_from_one() -> None:
@@ -241,3 +244,42 @@ def test_conflicts_only_where_both_sides_changed_a_key_differently(base: dict, l
     for key in conflicts:
         b, l_, r = (side.get(key, MISSING) for side in (base, local, remote))
         assert not _same(l_, b) and not _same(r, b) and not _same(l_, r)
+
+
+# ------------------------------------------------------------------ part names, numbers
+
+
+@pytest.mark.parametrize(
+    ("key", "part"),
+    [("label", "/properties/label"), ("a.b", "/properties/a.b"), ("a/b", "/properties/a~1b"),
+     ("", "/properties/"), ("~", "/properties/~0"), ("~1", "/properties/~01")],
+)
+def test_conflict_parts_are_json_pointers_that_name_one_key(key: str, part: str) -> None:
+    base = Content({"m": 0}, {key: 0, "other": 0})
+    result = merge(base, Content({"m": 0}, {key: 1, "other": 0}), Content({"m": 0}, {key: 2, "other": 0}))
+    assert result.conflicts == (part,)
+    assert property_key(part) == key
+
+
+@given(st.text())
+def test_property_part_names_round_trip(key: str) -> None:
+    assert property_key(property_part(key)) == key
+
+
+def test_names_that_are_not_property_pointers() -> None:
+    assert property_key(PAYLOAD) is None
+    assert property_key("/properties/a/b") is None  # a nested path, not a key
+    assert property_key("/properties/a~2") is None
+    assert property_key("delete-vs-edit") is None
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "conflict"),
+    [(1, 1.0, False), (1.0, 1, False), (2**53 + 1, float(2**53), True), ("1", 1, True),
+     (True, 1, True), (0, False, True), ({"x": [1, 2.0]}, {"x": [1.0, 2]}, False), (None, 0, True)],
+)
+def test_json_numbers_compare_as_numbers(local: object, remote: object, conflict: bool) -> None:
+    base = Content({"m": 0}, {"k": "base"})
+    result = merge(base, Content({"m": 0}, {"k": local}), Content({"m": 0}, {"k": remote}))
+    assert result.conflicts == (("/properties/k",) if conflict else ())
+    assert json_equal(local, remote) is not conflict

@@ -59,7 +59,7 @@ def test_moved_remote_with_another_key_changed_merges() -> None:
 def test_moved_remote_with_the_same_key_changed_conflicts() -> None:
     w = work(properties={"label": "b", "split": "train"})
     r = remote(T1, properties={"label": "c", "split": "train"})
-    assert plan_record(w, r) == Conflict(w, ("properties.label",))
+    assert plan_record(w, r) == Conflict(w, ("/properties/label",))
 
 
 def test_both_sides_same_value_settles() -> None:
@@ -134,4 +134,4 @@ def test_equal_updated_at_with_changed_content_still_merges() -> None:
     """A coarse server clock may not move updated_at: the content decides then."""
     w = work(properties={"label": "b", "split": "train"})
     r = remote(T0, properties={"label": "c", "split": "train"})
-    assert plan_record(w, r) == Conflict(w, ("properties.label",))
+    assert plan_record(w, r) == Conflict(w, ("/properties/label",))

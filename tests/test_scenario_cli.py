@@ -386,7 +386,7 @@ def test_offline_scenario_conflicts_then_resolve(
     assert set(conflicts) == sc.conflicted
     for rid in sc.same_key:
         row = conflicts[rid]
-        assert row["parts"] == ["properties.label"]
+        assert row["parts"] == ["/properties/label"]
         assert row["local"]["properties"]["label"] == LABEL  # both sides kept
         assert row["remote"]["properties"]["label"] == THEIR_LABEL
     for rid in sc.payload_gone:
@@ -816,7 +816,7 @@ def test_edit_to_a_create_the_sync_is_about_to_post_is_not_lost(
     another process: the CLI) is slotted in right before the transaction that marks the
     creates in flight begins."""
     import localstore.sync
-    from localstore import reconcile
+    from localstore import ledger
     from localstore.api import Client
 
     dataset_id = dataset(3)
@@ -829,18 +829,19 @@ def test_edit_to_a_create_the_sync_is_about_to_post_is_not_lost(
     with Store.open(cli.db) as store:
         rid = edits.add_record(store, dataset_id, first["payload"], first["properties"])
 
-    real_mark_in_flight = reconcile.mark_in_flight
+    real_begin_create = ledger.begin_create
     edited: list[str] = []
 
-    def edit_first(conn: sqlite3.Connection, works: Any) -> None:
-        # called first thing in its own (still empty) transaction: step out of it, let
-        # the other process edit, step back in; as if the edit came just before BEGIN
-        conn.execute("ROLLBACK")
-        edited.append(cli.ok("edit", rid, "--payload-file", str(payload_file)))
-        conn.execute("BEGIN IMMEDIATE")
-        real_mark_in_flight(conn, works)
+    def edit_first(conn: sqlite3.Connection, work: Any) -> Any:
+        # called in the transaction that marks the create in flight, right after it read
+        # the work: step out of it, let the other process edit, step back in
+        if not edited:
+            conn.execute("ROLLBACK")
+            edited.append(cli.ok("edit", rid, "--payload-file", str(payload_file)))
+            conn.execute("BEGIN IMMEDIATE")
+        return real_begin_create(conn, work)
 
-    monkeypatch.setattr(reconcile, "mark_in_flight", edit_first)
+    monkeypatch.setattr(ledger, "begin_create", edit_first)
     with Store.open(cli.db) as store, Client(emulator.url, api_key) as client:
         assert localstore.sync.sync(store, client).exit_code == EXIT_OK
     monkeypatch.undo()

@@ -4,6 +4,8 @@ read-only unless asked; the indexes the common queries need are used."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import sqlite3
@@ -157,22 +159,59 @@ def test_an_older_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "store.db"
     with Store.open(path) as opened:
         _fill(opened, 3)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
         {
-            1: """ALTER TABLE datasets ADD COLUMN color TEXT NOT NULL DEFAULT 'blue';
+            current: """ALTER TABLE datasets ADD COLUMN color TEXT NOT NULL DEFAULT 'blue';
                   CREATE INDEX datasets_by_color ON datasets (color);"""
         },
     )
     with Store.open(path) as opened:
-        assert opened.scalar("PRAGMA user_version") == 2
+        assert opened.scalar("PRAGMA user_version") == current + 1
         assert opened.scalar("SELECT color FROM datasets WHERE id = ?", (DATASET,)) == "blue"
         assert opened.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'datasets_by_color'") == 1
         assert opened.scalar("SELECT count(*) FROM records") == 3
-    with Store.open(path) as opened:  # already at 2: the migration does not run again
-        assert opened.scalar("PRAGMA user_version") == 2
+    with Store.open(path) as opened:  # already there: the migration does not run again
+        assert opened.scalar("PRAGMA user_version") == current + 1
+
+
+def test_a_version_1_store_gets_a_base_per_part_and_json_pointer_parts(tmp_path: Path) -> None:
+    """A store written by localstore with schema version 1 (tests/data/schema_v1.sql)."""
+    path = tmp_path / "v1.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "schema_v1.sql").read_text())
+        conn.execute("INSERT INTO datasets (id, tracked) VALUES (?, 1)", (DATASET,))
+        for i in range(2):
+            conn.execute(
+                "INSERT INTO mirror VALUES (?, ?, 't0', 't1', NULL, 'DIRECT_INPUT', '{\"m\":1}', '{\"a\":1}')",
+                (f"00000000-0000-4000-8000-00000000000{i}", DATASET),
+            )
+        conn.execute(
+            """INSERT INTO working (record_id, dataset_id, properties, base_updated_at, base_payload,
+                                    base_properties, state, conflict_parts, detected_at, created_at)
+               VALUES ('00000000-0000-4000-8000-000000000000', ?, '{"a":2,"x/y":1}', 't1', '{"m":1}',
+                       '{"a":1}', 'conflict', '["payload","/properties/a","properties.x/y"]', 't2', 't2')""",
+            (DATASET,),
+        )
+        conn.execute(
+            """INSERT INTO changes (record_id, dataset_id, kind, body, base_updated_at, created_at)
+               VALUES ('00000000-0000-4000-8000-000000000000', ?, 'properties', '{"a":2}', 't1', 't2')""",
+            (DATASET,),
+        )
+        conn.commit()
+    with Store.open(path) as opened:
+        assert opened.scalar("PRAGMA user_version") == store_module.SCHEMA_VERSION
+        row = opened.query("SELECT * FROM working")[0]
+        assert row["base_payload_at"] == row["base_properties_at"] == "t1"
+        assert json.loads(row["conflict_parts"]) == ["/payload", "/properties/a", "/properties/x~1y"]
+        conflict = opened.query("SELECT parts, base FROM conflicts")[0]
+        assert json.loads(conflict["base"]) == {"payload": {"m": 1}, "properties": {"a": 1}, "updated_at": "t1"}
+        assert opened.scalar("SELECT count(*) FROM records") == 2
+        assert opened.scalar("SELECT sent FROM changes") is None
+        assert opened.scalar("PRAGMA integrity_check") == "ok"
 
 
 def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,17 +219,18 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest
     with Store.open(path) as opened:
         _fill(opened, 3)
     before = dump(path)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
-        {1: "ALTER TABLE datasets ADD COLUMN color TEXT; ALTER TABLE no_such_table ADD COLUMN x;"},
+        {current: "ALTER TABLE datasets ADD COLUMN color TEXT; ALTER TABLE no_such_table ADD COLUMN x;"},
     )
     with pytest.raises((sqlite3.Error, StoreError)):
         Store.open(path)
     assert dump(path) == before
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == current
 
 
 # ------------------------------------------------------------------ the sync lock

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from localstore import edits, reconcile
+from localstore import edits, ledger
 from localstore.api import Client
 from localstore.pagination import ListingIterator
 from localstore.pull import pull
@@ -23,7 +23,9 @@ def _interrupted_create(store: Store, client: Client, dataset_id: str, *, landed
     SIGKILL between the POST and its commit."""
     rid = edits.add_record(store, dataset_id, BODY, {"n": 1})
     with store.transaction() as conn:
-        reconcile.mark_in_flight(conn, [w for w in reconcile.load_work(conn) if w.kind == "create"])
+        for work in ledger.load_work(conn):
+            if work.kind == "create":
+                ledger.begin_create(conn, work)
     if landed:
         client.create_record(dataset_id, BODY, {"n": 1})
     return rid

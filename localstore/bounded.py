@@ -1,0 +1,33 @@
+"""Running blocking calls (HTTP requests) a bounded number at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
+    """Run ``fn`` over ``items`` with at most ``concurrency`` calls in flight, yielding
+    results as they complete; the first exception propagates after the calls not yet
+    started are cancelled (those in flight are abandoned)."""
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="localstore-io") as pool:
+        todo = iter(items)
+        pending: set[Future[R]] = set()
+        try:
+            while True:
+                for item in todo:
+                    pending.add(pool.submit(fn, item))
+                    if len(pending) >= concurrency:
+                        break
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()

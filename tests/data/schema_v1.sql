@@ -1,0 +1,169 @@
+-- localstore: the one DDL of a store file. Executed by localstore.store on a new file;
+-- localstore/models.py maps onto these tables and tests/test_schema.py proves they agree.
+-- Timestamps are ISO 8601 UTC strings (2026-11-25T18:51:57.123456Z); payload and
+-- properties are JSON text, so json_extract(properties, '$.label') works.
+
+PRAGMA user_version = 1;
+
+-- Datasets the store knows; `tracked` ones are pulled by a bare `pull` and by `sync`.
+CREATE TABLE datasets (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL DEFAULT '',
+    description    TEXT NOT NULL DEFAULT '',
+    slug           TEXT,
+    created_at     TEXT,
+    updated_at     TEXT,
+    tracked        INTEGER NOT NULL DEFAULT 0 CHECK (tracked IN (0, 1)),
+    last_pulled_at TEXT
+);
+
+-- The mirror: each record as last seen on the server. Only pull, fetch and sync write
+-- here; local edits never do. A row with deleted_at set is a tombstone, kept only
+-- while a working copy still refers to it.
+CREATE TABLE mirror (
+    id         TEXT PRIMARY KEY,
+    dataset_id TEXT NOT NULL REFERENCES datasets (id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT,
+    source     TEXT NOT NULL,
+    payload    TEXT NOT NULL CHECK (json_type(payload) = 'object'),
+    properties TEXT NOT NULL CHECK (json_type(properties) = 'object')
+);
+CREATE INDEX mirror_by_dataset ON mirror (dataset_id, created_at, id);
+
+-- Working copies: one row per record edited locally and not yet settled with the
+-- server. `payload` / `properties` are NULL when that part is not edited locally.
+-- base_* is the remote state the first pending edit was made against (a 3-way
+-- merge needs it); offline creates have no base. state: 'pending' or 'conflict'.
+CREATE TABLE working (
+    record_id       TEXT PRIMARY KEY,
+    dataset_id      TEXT NOT NULL REFERENCES datasets (id),
+    payload         TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
+    properties      TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
+    deleted         INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    is_create       INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
+    base_updated_at TEXT,
+    base_payload    TEXT,
+    base_properties TEXT,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
+    conflict_parts  TEXT,
+    detected_at     TEXT,
+    created_at      TEXT NOT NULL,
+    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL))
+);
+CREATE INDEX working_by_dataset ON working (dataset_id);
+
+-- The outbound change log. Pending entries are what sync pushes (at most one pending
+-- entry per record and kind: a newer edit supersedes the older one); pushed,
+-- rejected, superseded and reverted entries stay as history.
+CREATE TABLE changes (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id       TEXT NOT NULL,
+    dataset_id      TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('create', 'payload', 'properties', 'delete')),
+    body            TEXT,
+    base_updated_at TEXT,
+    state           TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'in_flight', 'pushed', 'rejected', 'superseded', 'reverted')),
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    pushed_at       TEXT
+);
+CREATE INDEX changes_by_record ON changes (record_id, state);
+CREATE INDEX changes_open ON changes (state) WHERE state IN ('pending', 'in_flight', 'rejected');
+
+-- Offline creates keep their provisional id reachable after the server assigns one.
+CREATE TABLE id_map (
+    provisional_id TEXT PRIMARY KEY,
+    server_id      TEXT NOT NULL UNIQUE,
+    mapped_at      TEXT NOT NULL
+);
+
+CREATE TABLE sync_runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    pushed      INTEGER NOT NULL DEFAULT 0,
+    pulled      INTEGER NOT NULL DEFAULT 0,
+    conflicts   INTEGER NOT NULL DEFAULT 0,
+    errors      INTEGER NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'conflicts', 'failed')),
+    message     TEXT
+);
+
+-- Every live-judging run ever made; the `judgements` view shows the latest.
+CREATE TABLE judgement_runs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id         TEXT NOT NULL,
+    judge_name        TEXT NOT NULL,
+    model_name        TEXT NOT NULL,
+    answer,                         -- no type: text stays text, numbers stay numbers
+    analysis          TEXT NOT NULL,
+    judged_at         TEXT NOT NULL,
+    record_updated_at TEXT
+);
+CREATE INDEX judgement_runs_latest ON judgement_runs (record_id, judge_name, id);
+
+-- ---------------------------------------------------------------- the SQL surface
+
+-- Each record as the user sees it now: pending edits applied, pending deletes hidden.
+CREATE VIEW records AS
+SELECT m.id, m.dataset_id, m.created_at, m.updated_at, m.deleted_at, m.source,
+       COALESCE(w.payload, m.payload) AS payload,
+       COALESCE(w.properties, m.properties) AS properties,
+       COALESCE(w.state, 'synced') AS sync_state
+FROM mirror AS m LEFT JOIN working AS w ON w.record_id = m.id
+WHERE (w.record_id IS NULL AND m.deleted_at IS NULL)
+   OR (w.record_id IS NOT NULL AND NOT (w.deleted = 1 AND w.state = 'pending'))
+UNION ALL
+SELECT w.record_id, w.dataset_id, w.created_at, NULL, NULL, 'DIRECT_INPUT',
+       w.payload, w.properties, w.state
+FROM working AS w
+WHERE w.is_create = 1 AND w.deleted = 0;
+
+-- Each record as last seen on the server.
+CREATE VIEW remote_records AS
+SELECT id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties
+FROM mirror WHERE deleted_at IS NULL;
+
+-- One row per entry of payload.messages of each record in `records`. Built on the tables
+-- rather than on `records` so that SQLite parses each payload once (a message is an
+-- array element: fullkey '$.messages[N]'); records with a working copy take its payload.
+CREATE VIEW messages AS
+SELECT m.id AS record_id, m.dataset_id, CAST(j.key AS INTEGER) AS idx,
+       json_extract(j.value, '$.role') AS role, json_extract(j.value, '$.content') AS content
+FROM mirror AS m, json_each(m.payload, '$.messages') AS j
+WHERE m.deleted_at IS NULL AND j.fullkey LIKE '$.messages[%'
+  AND NOT EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = m.id)
+UNION ALL
+SELECT w.record_id, w.dataset_id, CAST(j.key AS INTEGER),
+       json_extract(j.value, '$.role'), json_extract(j.value, '$.content')
+FROM working AS w LEFT JOIN mirror AS m ON m.id = w.record_id,
+     json_each(COALESCE(w.payload, m.payload), '$.messages') AS j
+WHERE j.fullkey LIKE '$.messages[%'
+  AND ((w.is_create = 1 AND w.deleted = 0)
+       OR (w.is_create = 0 AND m.id IS NOT NULL AND NOT (w.deleted = 1 AND w.state = 'pending')));
+
+-- Open conflicts with their three snapshots (remote is NULL when deleted remotely).
+CREATE VIEW conflicts AS
+SELECT w.record_id, w.dataset_id, w.conflict_parts AS parts,
+       json_object('payload', json(w.base_payload), 'properties', json(w.base_properties),
+                   'updated_at', w.base_updated_at) AS base,
+       CASE WHEN w.deleted = 1 THEN NULL ELSE
+           json_object('payload', json(COALESCE(w.payload, w.base_payload)),
+                       'properties', json(COALESCE(w.properties, w.base_properties))) END AS local,
+       CASE WHEN m.id IS NULL OR m.deleted_at IS NOT NULL THEN NULL ELSE
+           json_object('payload', json(m.payload), 'properties', json(m.properties),
+                       'updated_at', m.updated_at) END AS remote,
+       w.detected_at
+FROM working AS w LEFT JOIN mirror AS m ON m.id = w.record_id
+WHERE w.state = 'conflict';
+
+-- The latest verdict per record and judge.
+CREATE VIEW judgements AS
+SELECT j.record_id, j.judge_name, j.model_name, j.answer, j.analysis, j.judged_at,
+       j.record_updated_at
+FROM judgement_runs AS j
+WHERE j.id = (SELECT MAX(k.id) FROM judgement_runs AS k
+              WHERE k.record_id = j.record_id AND k.judge_name = j.judge_name);
