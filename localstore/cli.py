@@ -85,8 +85,18 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
         emit_json([r.__dict__ for r in results])
         return
     for r in results:
-        extra = "" if r.complete else " (listing incomplete: nothing removed locally)"
-        click.echo(f"pulled {r.records} records of {r.dataset_id}; removed {r.removed}, conflicts {r.conflicts}{extra}")
+        if r.gone:
+            click.echo(
+                f"dataset {r.dataset_id} was deleted on the server: its records were removed here "
+                f"({r.conflicts} with local edits kept as conflicts) and it is no longer tracked"
+            )
+            continue
+        adopted = f", recognised {r.adopted} create(s) whose answer was lost" if r.adopted else ""
+        click.echo(f"pulled {r.records} records of {r.dataset_id}; removed {r.removed}, conflicts {r.conflicts}{adopted}")
+        for error in r.errors:
+            click.echo(f"localstore: error: {error}", err=True)
+    if any(r.errors for r in results):
+        raise click.exceptions.Exit(1)
 
 
 @cli.command()
@@ -107,10 +117,24 @@ def fetch(ctx: Context, record_ids: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.option("--remote", is_flag=True, help="List the account's datasets on the server.")
+@click.option("--untrack", "untrack_id", metavar="ID", help="Stop tracking a dataset and drop its records from the store.")
+@click.option("--discard", is_flag=True, help="With --untrack: throw away its local changes too.")
 @json_option
 @pass_ctx
-def datasets(ctx: Context, remote: bool, as_json: bool) -> None:
+def datasets(ctx: Context, remote: bool, untrack_id: str | None, discard: bool, as_json: bool) -> None:
     """Tracked datasets (or, with --remote, the server's)."""
+    if discard and not untrack_id:
+        raise UsageError("--discard goes with --untrack ID")
+    if untrack_id:
+        from .tracking import untrack
+
+        done = untrack(ctx.store, untrack_id, discard=discard)
+        if as_json:
+            emit_json(done.__dict__)
+        else:
+            dropped = f", {done.discarded} record(s) with local changes discarded" if done.discarded else ""
+            click.echo(f"untracked {done.dataset_id}: {done.records} record(s) dropped from the store{dropped}")
+        return
     if remote:
         with ctx.client() as client:
             rows = [d.__dict__ for d in client.list_datasets()]
@@ -331,8 +355,12 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
             f"pushed {report.pushed} (created {report.created}, updated {report.updated}, "
             f"deleted {report.deleted}), pulled {report.pulled}, rejected {report.rejected}"
         )
+    if report.adopted:
+        click.echo(f"recognised {report.adopted} create(s) of an earlier sync whose answer was lost")
     if report.open_conflicts:
         click.echo(f"{report.open_conflicts} conflict(s): `localstore conflicts` shows them, `localstore resolve` settles them")
+    for warning in report.warnings:
+        click.echo(f"localstore: warning: {warning}", err=True)
     for error in report.errors:
         click.echo(f"localstore: error: {error}", err=True)
     if report.errors:

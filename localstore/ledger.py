@@ -475,15 +475,17 @@ def revert(conn: sqlite3.Connection, rid: str) -> None:
 
 def discard_dataset(conn: sqlite3.Connection, dataset_id: str) -> int:
     """Drop every piece of local work in a dataset (``datasets --untrack --discard``);
-    returns how many records had some."""
-    rids = [r[0] for r in conn.execute("SELECT record_id FROM working WHERE dataset_id = ?", (dataset_id,))]
+    the caller holds the sync lock, so nothing is being sent. Returns how many records
+    had some."""
+    rids = {r[0] for r in conn.execute(
+        """SELECT record_id FROM working WHERE dataset_id = :ds
+           UNION SELECT record_id FROM changes WHERE dataset_id = :ds
+                 AND state IN ('pending', 'in_flight', 'rejected')""",
+        {"ds": dataset_id},
+    )}
     for rid in rids:
-        if _open_kinds(conn, rid, ChangeState.IN_FLIGHT):
-            raise UsageError(
-                f"record {rid} of dataset {dataset_id} is being sent by a sync; try again after it"
-            )
         _close(conn, rid, ChangeState.REVERTED, "dataset untracked",
-               states=(ChangeState.PENDING, ChangeState.REJECTED))
+               states=(ChangeState.PENDING, ChangeState.IN_FLIGHT, ChangeState.REJECTED))
         conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
     return len(rids)
 

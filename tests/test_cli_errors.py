@@ -31,6 +31,7 @@ from localstore.pull import pull
 from localstore.store import SCHEMA_VERSION, Store
 
 DATASETS = "/v1/observability/datasets"
+RECORDS = "/v1/observability/dataset-records"
 RUN_CLI = "from localstore.cli import main; main()"
 TS = "2026-03-01T12:00:00.000000Z"
 
@@ -151,15 +152,22 @@ class FakeApi:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def serve_dataset(self, dataset: dict[str, Any], pages: dict[int, Answer]) -> None:
-        """The dataset's metadata, and these answers for its record pages."""
+    def serve_dataset(
+        self, dataset: dict[str, Any], pages: dict[int, Answer], records: dict[str, Any] | None = None
+    ) -> None:
+        """The dataset's metadata, these answers for its record pages, and ``records``
+        (id -> body) for GETs of single records; any other path is a 404."""
         ds = dataset["id"]
+        by_id = records or {}
 
         def route(path: str, query: dict[str, str]) -> Answer:
             if path == f"{DATASETS}/{ds}":
                 return Answer(200, dataset)
             if path == f"{DATASETS}/{ds}/records":
                 return pages.get(int(query.get("page", "1")), Answer(200, page_body([], 0)))
+            rid = path.rpartition("/")[2]
+            if path == f"{RECORDS}/{rid}" and rid in by_id:
+                return Answer(200, by_id[rid])
             return Answer(404, {"detail": {"message": "not found", "error_code": "NOT_FOUND"}})
 
         self.route = route
@@ -409,29 +417,36 @@ def test_a_pull_whose_second_page_breaks_leaves_no_partial_mirror(
     assert len(page_two) > 1 if broken == "HTML 502" else len(page_two) == 1
 
 
-def test_an_inconsistent_listing_is_applied_but_removes_nothing(
+@pytest.mark.parametrize("still_there", [True, False])
+def test_records_missing_from_a_listing_are_removed_only_on_a_404(
     tmp_path: Path,
     emulator: EmulatorServer,
     dataset: Callable[..., str],
     fake_api: FakeApi,
     api_key: str,
+    still_there: bool,
 ) -> None:
-    """The count moves between pages: not an error, but the listing is incomplete, so
-    records absent from it are kept."""
+    """The count moves between pages (records slid between pages while they were read):
+    the listing is applied, and each record it did not show is looked up; only a 404
+    removes it."""
     ds = dataset(150)
     db, remote, changed = _pull_then_change_server(tmp_path, emulator, ds, api_key)
+    missing = remote[120:150]
     fake_api.serve_dataset(
         emulator.state.get_dataset(ds) or {},
         {
             1: Answer(200, page_body(changed, 120, _next_page(ds, 2))),
             2: Answer(200, page_body(remote[100:120], 121)),
         },
+        {r["id"]: r for r in missing} if still_there else {},
     )
     result = run_cli(db, "pull", env=cli_env(fake_api.url, api_key))
     assert result.returncode == 0, result.stderr
-    assert "listing incomplete" in result.stdout
+    assert f"removed {0 if still_there else 30}," in result.stdout
+    looked_up = {path.rpartition("/")[2] for path, _ in fake_api.requests if path.startswith(RECORDS)}
+    assert looked_up == {r["id"] for r in missing}
     with closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 150
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == (150 if still_there else 120)
         assert conn.execute(
             "SELECT count(*) FROM records WHERE updated_at = '2030-01-01T00:00:00.000000Z'"
         ).fetchone()[0] == 100

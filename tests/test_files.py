@@ -513,7 +513,7 @@ def test_watch_conflict_file_appears_and_goes_once_resolved(make_env: Callable[[
         w.wait_said(f"conflict on {rid}")
         body = read_json(conflict)
         assert body["local"]["payload"] == mine["payload"] and body["remote"]["payload"] == theirs
-        assert body["base"]["payload"] != theirs and body["parts"] == ["payload"]
+        assert body["base"]["payload"] != theirs and body["parts"] == ["/payload"]
 
         resolve(env.store, rid, "theirs")
         wait_until(lambda: not conflict.exists(), "the conflict file to go")

@@ -5,7 +5,6 @@ read-only unless asked; the indexes the common queries need are used."""
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import sqlite3
