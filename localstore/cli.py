@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .cli_ids import DATASET_ID, RECORD_ID
 from .errors import LocalstoreError, UsageError
 from .output import (
-    emit_csv,
     emit_json,
     emit_json_rows,
-    emit_rows,
-    emit_table,
+    emit_listing,
     json_option,
+    listing_options,
     progress_bar,
+    stdout_is_terminal,
 )
 
 if TYPE_CHECKING:
@@ -39,13 +40,20 @@ class Context:
         if self._store is None:
             from .store import Store
 
+            if self.db is not None:
+                check_db_folder(self.db)
             self._store = Store.open(self.db)
         return self._store
 
-    def client(self) -> Client:
-        from .api import Client
+    def client(self, **kw: Any) -> Client:
+        from .api import API_KEY_ENV, Client
 
-        return Client.from_env(self.server_url)
+        if not (os.environ.get(API_KEY_ENV) or "").strip():
+            raise UsageError(
+                f"{API_KEY_ENV} is not set: this command talks to the API, so export your "
+                f"Mistral API key first ({API_KEY_ENV}=...); `localstore demo` needs none"
+            )
+        return Client.from_env(self.server_url, **kw)
 
     def close(self) -> None:
         if self._store is not None:
@@ -55,28 +63,59 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def check_db_folder(db: str) -> None:
+    """A store given with --db or LOCALSTORE_DB goes in a folder that exists: a typo in
+    the path is an error, not a new folder (the default location is created)."""
+    folder = Path(db).expanduser().parent
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise UsageError(f"cannot open the store {db}: the folder {folder} {what} (create it, or fix --db / LOCALSTORE_DB)")
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+    epilog="Ids can be shortened to a unique prefix of 4+ characters. "
+    "`localstore COMMAND --help` shows a command's options and an example.",
+)
 @click.option("--db", envvar="LOCALSTORE_DB", type=click.Path(dir_okay=False), help="Store file [env LOCALSTORE_DB; default: in the user data dir].")
 @click.option("--server-url", envvar="LOCALSTORE_SERVER_URL", help="API server [env LOCALSTORE_SERVER_URL; default https://api.mistral.ai].")
 @click.version_option(__version__, prog_name="localstore")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, server_url: str | None) -> None:
     """Keep Mistral observability dataset records in a local SQLite file: read, query
-    and edit them offline, then sync. The API key comes from MISTRAL_API_KEY."""
+    and edit them offline, then sync. The API key comes from MISTRAL_API_KEY.
+
+    \b
+    Start with:
+      localstore demo               the whole loop on a built-in emulator, no key
+      localstore pull DATASET_ID    mirror a dataset (`datasets --remote` lists them)
+      localstore records            the records you hold; then show ID, set, sync
+    """
     ctx.obj = Context(db, server_url)
     ctx.call_on_close(ctx.obj.close)
+    if ctx.invoked_subcommand is None:  # a bare `localstore`: the help, and success
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 # ------------------------------------------------------------------ mirror
 
 
 @cli.command()
-@click.argument("dataset_ids", nargs=-1)
+@click.argument("dataset_ids", nargs=-1, type=DATASET_ID)
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
 @json_option
 @pass_ctx
 def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> None:
-    """Mirror datasets (and track them); no id: every tracked dataset."""
+    """Mirror datasets (and track them); no id: every tracked dataset.
+
+    \b
+    Examples:
+      localstore datasets --remote    # the account's datasets and their ids
+      localstore pull 3fa85f64-5717-4562-b3fc-2c963f66afa6
+      localstore pull                 # every tracked dataset again
+    """
     from .pull import pull as pull_datasets
 
     with ctx.client() as client, progress_bar() as progress:
@@ -100,11 +139,16 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
 
 
 @cli.command()
-@click.argument("record_ids", nargs=-1, required=True)
+@click.argument("record_ids", nargs=-1, required=True, type=RECORD_ID)
 @json_option
 @pass_ctx
 def fetch(ctx: Context, record_ids: tuple[str, ...], as_json: bool) -> None:
-    """Mirror single records."""
+    """Mirror single records.
+
+    \b
+    Example:
+      localstore fetch 0d6f2b1e-4a8c-4f0e-9b7d-2c1e5a3f8d90
+    """
     from .pull import fetch as fetch_records
 
     with ctx.client() as client:
@@ -117,12 +161,25 @@ def fetch(ctx: Context, record_ids: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.option("--remote", is_flag=True, help="List the account's datasets on the server.")
-@click.option("--untrack", "untrack_id", metavar="ID", help="Stop tracking a dataset and drop its records from the store.")
+@click.option("--untrack", "untrack_id", type=DATASET_ID, metavar="ID",
+              help="Stop tracking a dataset and drop its records from the store.")
 @click.option("--discard", is_flag=True, help="With --untrack: throw away its local changes too.")
-@json_option
+@listing_options
 @pass_ctx
-def datasets(ctx: Context, remote: bool, untrack_id: str | None, discard: bool, as_json: bool) -> None:
-    """Tracked datasets (or, with --remote, the server's)."""
+def datasets(
+    ctx: Context, remote: bool, untrack_id: str | None, discard: bool, as_json: bool, as_csv: bool
+) -> None:
+    """Datasets in the store (or, with --remote, the server's).
+
+    In a terminal a table; piped, tab-separated rows without a header. --untrack ID
+    stops tracking a dataset (refused while it has local changes, unless --discard).
+
+    \b
+    Examples:
+      localstore datasets
+      localstore datasets --remote | cut -f1    # the ids only
+      localstore datasets --untrack 5f0c --discard
+    """
     if discard and not untrack_id:
         raise UsageError("--discard goes with --untrack ID")
     if untrack_id:
@@ -138,38 +195,71 @@ def datasets(ctx: Context, remote: bool, untrack_id: str | None, discard: bool, 
     if remote:
         with ctx.client() as client:
             rows = [d.__dict__ for d in client.list_datasets()]
-        emit_rows(rows, ["id", "name", "description", "updated_at"], as_json=as_json)
+        emit_listing(rows, ["id", "name", "description", "updated_at"], as_json=as_json, as_csv=as_csv,
+                     empty="no datasets on the server")
         return
     rows = ctx.store.query(
         """SELECT d.id, d.name, d.tracked, d.last_pulled_at,
                   (SELECT count(*) FROM records AS r WHERE r.dataset_id = d.id) AS records
            FROM datasets AS d ORDER BY d.name, d.id"""
     )
-    emit_rows(rows, ["id", "name", "tracked", "records", "last_pulled_at"], as_json=as_json)
+    emit_listing(rows, ["id", "name", "tracked", "records", "last_pulled_at"], as_json=as_json, as_csv=as_csv,
+                 empty="no datasets in the store: `localstore pull DATASET_ID` mirrors one")
 
 
 @cli.command()
-@click.option("--dataset", "dataset_id", help="Only this dataset.")
+@click.option("--dataset", "dataset_id", type=DATASET_ID, help="Only this dataset.")
 @click.option("--limit", type=click.IntRange(0), default=None)
-@json_option
+@listing_options
 @pass_ctx
-def records(ctx: Context, dataset_id: str | None, limit: int | None, as_json: bool) -> None:
-    """Records as you see them now (pending edits applied)."""
+def records(ctx: Context, dataset_id: str | None, limit: int | None, as_json: bool, as_csv: bool) -> None:
+    """Records as you see them now (pending edits applied).
+
+    In a terminal a table; piped, tab-separated rows without a header (id, dataset_id,
+    sync_state, updated_at, properties); --csv and --json for other programs.
+
+    \b
+    Examples:
+      localstore records --dataset 3fa8 --limit 20
+      localstore records | cut -f1 | head -3 | xargs localstore rm
+    """
     from .views import list_records
 
     rows = list_records(ctx.store, dataset_id, limit=limit)
-    emit_rows(rows, ["id", "dataset_id", "sync_state", "updated_at", "properties"], as_json=as_json)
+    columns = ["id", "dataset_id", "sync_state", "updated_at", "properties"]
+    datasets_shown = {r["dataset_id"] for r in rows}
+    # one dataset: the table names it once above, leaving its width to the properties
+    single = datasets_shown.pop() if len(datasets_shown) == 1 else None
+    emit_listing(rows, columns, as_json=as_json, as_csv=as_csv,
+                 empty="no records" + (" in this dataset" if dataset_id else " in the store"),
+                 title=f"dataset {single}" if single else None,
+                 table_columns=[c for c in columns if c != "dataset_id"] if single else None)
 
 
 @cli.command()
-@click.argument("record_id")
+@click.argument("record_id", type=RECORD_ID)
 @json_option
 @pass_ctx
 def show(ctx: Context, record_id: str, as_json: bool) -> None:
-    """One record, as JSON."""
+    """Read one record: its properties and conversation (JSON when piped).
+
+    In a terminal the messages are rendered under their roles, through the pager when
+    longer than the screen; piped or with --json, the record is printed as JSON.
+
+    \b
+    Examples:
+      localstore show 0d6f2b1e
+      localstore show 0d6f2b1e --json | jq .properties
+    """
     from .views import get_record
 
-    emit_json(get_record(ctx.store, record_id))
+    record = get_record(ctx.store, record_id)
+    if as_json or not stdout_is_terminal():
+        emit_json(record)
+    else:
+        from .render import show_record
+
+        show_record(record)
 
 
 # ------------------------------------------------------------------ edits
@@ -178,29 +268,51 @@ def show(ctx: Context, record_id: str, as_json: bool) -> None:
 def _read_json_file(path: str, what: str) -> dict[str, Any]:
     from .edits import parse_json_object_text
 
+    return parse_json_object_text(_read_text_file(path, what), f"{what} {path}")
+
+
+def _read_text_file(path: str, what: str) -> str:
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{what} {path} does not exist") from None
     except UnicodeDecodeError:
         raise UsageError(f"{what} {path} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-    return parse_json_object_text(text, f"{what} {path}")
 
 
 @cli.command()
-@click.argument("record_id")
-@click.option("--payload-file", help="A JSON file with the new payload ('-' reads stdin). Without it, $EDITOR opens the record.")
+@click.argument("record_id", type=RECORD_ID)
+@click.option("--payload-file", help="A JSON file with the new payload ('-' reads stdin).")
+@click.option("--file", "record_file", help='A JSON file {"payload": …, "properties": …} as $EDITOR shows it, e.g. a kept edit.')
 @pass_ctx
-def edit(ctx: Context, record_id: str, payload_file: str | None) -> None:
-    """Replace a record's payload (or edit the record in $EDITOR)."""
-    from .edits import edit_in_editor, set_payload
+def edit(ctx: Context, record_id: str, payload_file: str | None, record_file: str | None) -> None:
+    """Edit a record in $EDITOR, or replace its payload from a file.
 
-    if payload_file is None:
-        result = edit_in_editor(ctx.store, record_id)
-    else:
+    An edit that cannot be queued (invalid JSON…) is kept in a file whose path the error
+    prints; `--file PATH` queues it once fixed.
+
+    \b
+    Examples:
+      localstore edit 0d6f2b1e                          # opens $EDITOR
+      localstore edit 0d6f2b1e --payload-file fixed.json
+    """
+    from .edits import set_payload
+
+    if payload_file is not None and record_file is not None:
+        raise UsageError("give --payload-file or --file, not both")
+    if payload_file is not None:
         result = set_payload(ctx.store, record_id, _read_json_file(payload_file, "payload file"))
+    elif record_file is not None:
+        from .editbuffer import apply_buffer
+
+        text = _read_text_file(record_file, "record file")
+        result = apply_buffer(ctx.store, record_id, text, f"record file {record_file}")
+    else:
+        from .editbuffer import edit_in_editor
+
+        result = edit_in_editor(ctx.store, record_id)
     _say_edit(result)
 
 
@@ -212,32 +324,48 @@ def _say_edit(result: Any) -> None:
 
 
 @cli.command(name="set")
-@click.argument("record_id")
+@click.argument("record_id", type=RECORD_ID)
 @click.argument("assignments", nargs=-1, required=True)
 @pass_ctx
 def set_(ctx: Context, record_id: str, assignments: tuple[str, ...]) -> None:
-    """Set properties: KEY=VALUE (VALUE is parsed as JSON, else kept as a string)."""
+    """Set properties: KEY=VALUE (VALUE is parsed as JSON, else kept as a string).
+
+    \b
+    Example:
+      localstore set 0d6f2b1e label=reviewed score=0.9 tags='["billing"]'
+    """
     from .edits import parse_assignments, set_properties
 
     _say_edit(set_properties(ctx.store, record_id, parse_assignments(assignments)))
 
 
 @cli.command()
-@click.argument("record_id")
+@click.argument("record_id", type=RECORD_ID)
 @click.argument("keys", nargs=-1, required=True)
 @pass_ctx
 def unset(ctx: Context, record_id: str, keys: tuple[str, ...]) -> None:
-    """Remove properties."""
+    """Remove properties.
+
+    \b
+    Example:
+      localstore unset 0d6f2b1e score
+    """
     from .edits import unset_properties
 
     _say_edit(unset_properties(ctx.store, record_id, keys))
 
 
 @cli.command()
-@click.argument("record_ids", nargs=-1, required=True)
+@click.argument("record_ids", nargs=-1, required=True, type=RECORD_ID)
 @pass_ctx
 def rm(ctx: Context, record_ids: tuple[str, ...]) -> None:
-    """Queue deletes."""
+    """Queue deletes; the next sync sends them (`revert` undoes one before).
+
+    \b
+    Examples:
+      localstore rm 0d6f2b1e 7c41a9d2
+      localstore sql "select id from records where json_extract(properties, '$.label') = 'spam'" | xargs localstore rm
+    """
     from .edits import delete_records
 
     done = delete_records(ctx.store, record_ids)
@@ -257,13 +385,18 @@ def rm(ctx: Context, record_ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("dataset_id")
+@click.argument("dataset_id", type=DATASET_ID)
 @click.option("--payload-file", required=True, help="JSON file with the payload ('-' reads stdin).")
 @click.option("--properties-file", help="JSON file with the properties.")
 @json_option
 @pass_ctx
 def add(ctx: Context, dataset_id: str, payload_file: str, properties_file: str | None, as_json: bool) -> None:
-    """Create a record offline (it gets its server id on sync)."""
+    """Create a record offline (it gets its server id on sync).
+
+    \b
+    Example:
+      echo '{"messages": [{"role": "user", "content": "Hi"}]}' | localstore add 3fa8 --payload-file -
+    """
     from .edits import add_record
 
     payload = _read_json_file(payload_file, "payload file")
@@ -276,10 +409,15 @@ def add(ctx: Context, dataset_id: str, payload_file: str, properties_file: str |
 
 
 @cli.command()
-@click.argument("record_id")
+@click.argument("record_id", type=RECORD_ID)
 @pass_ctx
 def revert(ctx: Context, record_id: str) -> None:
-    """Drop a record's local changes and restore what the server has."""
+    """Drop a record's local changes and restore what the server has.
+
+    \b
+    Example:
+      localstore revert 0d6f2b1e
+    """
     from .edits import revert as revert_record
 
     click.echo(f"reverted {revert_record(ctx.store, record_id)}")
@@ -292,7 +430,13 @@ def revert(ctx: Context, record_id: str) -> None:
 @json_option
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Pending changes, conflicts, rejected changes and the last sync."""
+    """Pending changes, conflicts, rejected changes and the last sync.
+
+    \b
+    Examples:
+      localstore status
+      localstore status --json | jq .pending
+    """
     from .views import status as store_status
 
     st = store_status(ctx.store)
@@ -307,10 +451,16 @@ def status(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("record_id", required=False)
+@click.argument("record_id", required=False, type=RECORD_ID)
 @pass_ctx
 def diff(ctx: Context, record_id: str | None) -> None:
-    """Unified diff of the remote base vs your local version."""
+    """Unified diff of the remote base vs your local version.
+
+    \b
+    Examples:
+      localstore diff              # every record with local changes
+      localstore diff 0d6f2b1e
+    """
     from .views import diff as store_diff
 
     text = store_diff(ctx.store, record_id)
@@ -318,16 +468,26 @@ def diff(ctx: Context, record_id: str | None) -> None:
 
 
 @cli.command()
-@click.option("--record", "record_id", help="Only this record.")
+@click.option("--record", "record_id", type=RECORD_ID, help="Only this record.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
-@json_option
+@listing_options
 @pass_ctx
-def log(ctx: Context, record_id: str | None, limit: int, as_json: bool) -> None:
-    """The change log, newest first."""
+def log(ctx: Context, record_id: str | None, limit: int, as_json: bool, as_csv: bool) -> None:
+    """The change log, newest first.
+
+    In a terminal a table; piped, tab-separated rows without a header (id, created_at,
+    record_id, kind, state, error).
+
+    \b
+    Examples:
+      localstore log --limit 10
+      localstore log --record 0d6f2b1e --json
+    """
     from .views import change_log
 
     rows = change_log(ctx.store, record_id=record_id, limit=limit)
-    emit_rows(rows, ["id", "created_at", "record_id", "kind", "state", "error"], as_json=as_json)
+    emit_listing(rows, ["id", "created_at", "record_id", "kind", "state", "error"], as_json=as_json,
+                 as_csv=as_csv, empty="the change log is empty")
 
 
 # ------------------------------------------------------------------ sync
@@ -339,7 +499,13 @@ def log(ctx: Context, record_id: str | None, limit: int, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
-    """Push queued edits, then pull. Exit 0 clean, 3 when conflicts remain, 1 on error."""
+    """Push queued edits, then pull. Exit 0 clean, 3 when conflicts remain, 1 on error.
+
+    \b
+    Examples:
+      localstore sync --dry-run
+      localstore sync || localstore conflicts
+    """
     from .sync import sync as run_sync
 
     with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
@@ -369,24 +535,40 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
 
 
 @cli.command()
-@json_option
+@listing_options
 @pass_ctx
-def conflicts(ctx: Context, as_json: bool) -> None:
-    """Open conflicts with base, local and remote."""
+def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
+    """Open conflicts; --json adds base, local and remote.
+
+    In a terminal a table; piped, tab-separated rows without a header (record_id, parts,
+    detected_at).
+
+    \b
+    Examples:
+      localstore conflicts
+      localstore conflicts --json | jq '.[0].remote'
+    """
     from .views import conflict_list
 
     rows = conflict_list(ctx.store)
-    emit_rows(rows, ["record_id", "parts", "detected_at"], as_json=as_json)
+    emit_listing(rows, ["record_id", "parts", "detected_at"], as_json=as_json, as_csv=as_csv,
+                 empty="no conflicts")
 
 
 @cli.command()
-@click.argument("record_id")
+@click.argument("record_id", type=RECORD_ID)
 @click.option("--ours", is_flag=True, help="Keep the local values, rebased on the remote.")
 @click.option("--theirs", is_flag=True, help="Drop the local side, take the remote.")
 @click.option("--file", "merged_file", help="Take a merged JSON {\"payload\":…, \"properties\":…}.")
 @pass_ctx
 def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file: str | None) -> None:
-    """Settle a conflict."""
+    """Settle a conflict.
+
+    \b
+    Examples:
+      localstore resolve 0d6f2b1e --ours
+      localstore resolve 0d6f2b1e --file merged.json
+    """
     from .resolve import resolve as resolve_conflict
 
     if ours + theirs + (merged_file is not None) != 1:
@@ -407,7 +589,17 @@ def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file:
 @click.option("--write", is_flag=True, help="Allow the query to change the store.")
 @pass_ctx
 def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> None:
-    """Run one SQL statement on the store (read-only unless --write)."""
+    """Run one SQL statement on the store (read-only unless --write).
+
+    In a terminal a table; piped, tab-separated rows without a header. A BLOB prints as
+    hex (JSON: {"$base64": "…"}).
+
+    \b
+    Examples:
+      localstore sql "select role, count(*) from messages group by role"
+      localstore sql --csv "select id, properties from records" > records.csv
+      localstore sql --write "update records set properties = json_set(properties, '$.label', 'ok') where id = '…'"
+    """
     from .views import run_sql
 
     if as_json and as_csv:
@@ -415,10 +607,9 @@ def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> N
     result = run_sql(ctx.store, query, write=write)
     if as_json:
         emit_json_rows(result.as_dicts())
-    elif as_csv:
-        emit_csv(result.columns, result.rows)
     elif result.columns:
-        emit_table(result.columns, result.rows)
+        rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+        emit_listing(rows, result.columns, as_csv=as_csv, empty="no rows")
 
 
 # ------------------------------------------------------------------ emulator & demo
@@ -432,19 +623,39 @@ def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> N
 @click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed-records", default=0, show_default=True, type=click.IntRange(0), help="Create a dataset of N generated records at start.")
 def emulator(host: str, port: int, emulator_db: str | None, latency_ms: float, fail_rate: float, seed_records: int) -> None:
-    """Run the bundled API emulator (for demos and tests; any bearer key is accepted)."""
+    """Run the bundled API emulator (for demos and tests; any bearer key is accepted).
+
+    \b
+    Example:
+      localstore emulator --seed-records 1000 &
+      MISTRAL_API_KEY=any localstore --server-url http://127.0.0.1:8000 datasets --remote
+    """
     from .emulator import serve
 
     serve(host, port, emulator_db, latency_ms, fail_rate, seed_records)
 
 
 @cli.command()
-@pass_ctx
-def demo(ctx: Context) -> None:
-    """The whole loop on an embedded emulator: no key, no network."""
+@click.option("--keep", is_flag=True, help="Keep the demo's store afterwards (its path is printed).")
+@click.pass_context
+def demo(click_ctx: click.Context, keep: bool) -> None:
+    """The whole loop on an embedded emulator: no key, no network.
+
+    It works in a fresh store in a temporary folder and never opens yours: --db and
+    LOCALSTORE_DB are ignored.
+
+    \b
+    Example:
+      localstore demo
+    """
     from .demo import run_demo
 
-    run_demo(ctx.db)
+    root = click_ctx.find_root()
+    if root.params.get("db"):
+        source = root.get_parameter_source("db")
+        given = "LOCALSTORE_DB" if source == click.core.ParameterSource.ENVIRONMENT else "--db"
+        click.echo(f"localstore: the demo ignores {given} ({root.params['db']}): your store is not touched", err=True)
+    run_demo(keep=keep)
 
 
 # ------------------------------------------------------------------ command modules

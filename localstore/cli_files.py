@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .cli_ids import DATASET_ID
+
 if TYPE_CHECKING:
     from .api import Client
     from .cli import Context
@@ -15,13 +17,18 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--dataset", "dataset_id", help="Only this dataset (added to the folder's datasets).")
+@click.option("--dataset", "dataset_id", type=DATASET_ID, help="Only this dataset (added to the folder's datasets).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool) -> None:
     """Write records as DIRECTORY/<dataset_id>/<record_id>.json; re-run to refresh.
 
-    Files you edited and `localstore watch` has not queued yet are never overwritten."""
+    Files you edited and `localstore watch` has not queued yet are never overwritten.
+
+    \b
+    Example:
+      localstore checkout ~/records && localstore watch ~/records
+    """
     from .files import checkout as run_checkout
     from .output import emit_json
 
@@ -41,12 +48,11 @@ def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool
 
 
 def _client_factory(obj: Context) -> Any:
-    from .api import Client
     from .retry import RetryPolicy
 
     def make() -> Client:
         # a short retry budget: the next tick is the real retry
-        return Client.from_env(obj.server_url, retry=RetryPolicy(attempts=3, max_total_seconds=10))
+        return obj.client(retry=RetryPolicy(attempts=3, max_total_seconds=10))
 
     make().close()  # a missing or malformed key fails now, not at the first tick
     return make
@@ -62,7 +68,12 @@ def watch(obj: Context, directory: str, sync_every: float | None) -> None:
 
     A changed file queues what differs, a removed file a delete, a new *.json file in a
     dataset folder a create (renamed to its server id after sync). Invalid files are
-    reported as path:line:col and queue nothing."""
+    reported as path:line:col and queue nothing.
+
+    \b
+    Example:
+      localstore watch ~/records --sync-every 30
+    """
     from .files import watch as run_watch
 
     factory = _client_factory(obj) if sync_every else None

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_ids import RECORD_ID
 from .errors import UsageError
 from .output import emit_json, json_option, progress_bar
 
@@ -21,7 +22,7 @@ MAX_LISTED = 20  # failures listed in the text summary (--json lists them all)
 
 
 @click.command()
-@click.argument("record_ids", nargs=-1)
+@click.argument("record_ids", nargs=-1, type=RECORD_ID)
 @click.option("--where", help="An SQL condition on the records view, e.g. \"json_extract(properties, '$.label') = 'escalated'\".")
 @click.option("--judge-file", required=True, help="A JSON file holding the judge definition (the API's CreateJudgeRequest).")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
@@ -36,7 +37,13 @@ def judge(
 
     The latest verdicts are in the `judgements` view, every run in `judgement_runs`:
     `localstore sql "select answer, count(*) from judgements group by answer"`.
-    Exit 1 if any record failed."""
+    Exit 1 if any record failed.
+
+    \b
+    Examples:
+      localstore judge 0d6f2b1e --judge-file helpfulness.json
+      localstore judge --where "json_extract(properties, '$.label') = 'escalated'" --judge-file j.json
+    """
     from .judge import judge_records, load_judge_definition, select_records
 
     if record_ids and where is not None:

@@ -1,12 +1,15 @@
 """`localstore demo`: the whole loop against an embedded emulator — no key, no network.
 
 Each step prints the command a user would type and calls the same Python function that
-command calls.
+command calls. The tour always runs in a fresh store in a new temporary folder, whatever
+--db or LOCALSTORE_DB say: the user's store is never opened, so its tracked datasets and
+pending edits never meet the demo's emulator.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,14 +42,27 @@ def _query(store: Store, sql: str) -> None:
     emit_table(result.columns, result.rows)
 
 
-def run_demo(db: str | None = None, *, records: int = 200) -> None:
-    """Run the guided tour. ``db`` None: a store in a temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="localstore-demo-") as tmp, EmulatorServer() as server:
-        path = Path(db) if db else Path(tmp) / "demo.db"
-        click.secho(f"localstore demo — emulator on {server.url}, store {path}", bold=True)
-        dataset_id = seed_dataset(server.state, records, name="support-conversations")
-        with Store.open(path) as store, Client(server.url, DEMO_KEY) as client:
-            _tour(store, client, dataset_id)
+def run_demo(*, records: int = 200, keep: bool = False) -> Path:
+    """Run the guided tour in a fresh store in a new temporary folder, never in the
+    user's store. The folder is removed at the end unless ``keep``; returns the store's
+    path."""
+    tmp = Path(tempfile.mkdtemp(prefix="localstore-demo-"))
+    path = tmp / "demo.db"
+    try:
+        with EmulatorServer() as server:
+            click.secho(f"localstore demo — emulator on {server.url}, a fresh store in {path}", bold=True)
+            dataset_id = seed_dataset(server.state, records, name="support-conversations")
+            with Store.open(path) as store, Client(server.url, DEMO_KEY) as client:
+                _tour(store, client, dataset_id)
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    click.echo()
+    if keep:
+        click.echo(f"The demo store stays in {path}: `localstore --db {path} records` reads it.")
+    else:
+        click.echo(f"The demo store {path} was removed (`localstore demo --keep` keeps it).")
+    return path
 
 
 def _tour(store: Store, client: Client, dataset_id: str) -> None:

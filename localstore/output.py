@@ -1,25 +1,76 @@
-"""Rendering for the terminal: tables, JSON, CSV and progress bars. No logic of the
+"""Rendering for the terminal: tables, tab-separated rows, JSON, CSV and progress bars. No logic of the
 product lives here; rich is imported only when something is drawn."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-MAX_CELL = 60
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+MIN_CELL = 8  # a shortened (non-id) table column keeps at least this many characters
 
 # the --json flag every command that prints data takes
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def listing_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--json and --csv for the commands that list rows (records, datasets, log, conflicts):
+    without them a terminal gets a table, a pipe tab-separated rows."""
+    command = click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")(command)
+    return click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")(command)
+
+
+# ------------------------------------------------------------------ values
+
+
+def _json_default(value: Any) -> Any:
+    """JSON has no bytes: a BLOB becomes ``{"$base64": "…"}``; anything else its str()."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+    return str(value)
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+
+
+def cell_text(value: Any) -> str:
+    """One value as text for a table, TSV or CSV cell: NULL is empty, a BLOB is its bytes
+    in hex (``00ff``), JSON values (objects, lists, numbers) are compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return to_json(value)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+
+
+def is_id_column(name: str) -> bool:
+    """Id columns are never shortened: a listed id can be copied or piped."""
+    return name == "id" or name.endswith("_id")
+
+
+# ------------------------------------------------------------------ formats
+
+
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    click.echo(to_json(value, indent=2))
 
 
 def emit_json_rows(rows: list[dict[str, Any]]) -> None:
@@ -28,7 +79,7 @@ def emit_json_rows(rows: list[dict[str, Any]]) -> None:
     if not rows:
         click.echo("[]")
         return
-    lines = [json.dumps(row, ensure_ascii=False, default=str) for row in rows]
+    lines = [to_json(row) for row in rows]
     click.echo("[" + ",\n ".join(lines) + "]")
 
 
@@ -36,37 +87,103 @@ def emit_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_cell(v) for v in row])
+        writer.writerow([cell_text(v) for v in row])
 
 
-def _csv_cell(value: Any) -> Any:
-    return "" if value is None else value
+def emit_tsv(rows: Sequence[Sequence[Any]]) -> None:
+    """Tab-separated rows without a header, as gh prints when piped: ``cut -f1`` gives the
+    ids. Tabs and newlines inside a value become spaces, so one row is one line."""
+    for row in rows:
+        click.echo("\t".join(_one_line(cell_text(v)) for v in row))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+def _shares(natural: list[int], available: int) -> list[int]:
+    """Widths for the columns that may be shortened, left to right: when they do not all
+    fit, the rightmost one (free text such as properties or an error) gives way first,
+    down to MIN_CELL, then the one before it."""
+    widths = list(natural)
+    excess = sum(widths) - available
+    for i in reversed(range(len(widths))):
+        if excess <= 0:
+            break
+        cut = min(excess, widths[i] - min(natural[i], MIN_CELL))
+        widths[i] -= cut
+        excess -= cut
+    return widths
 
 
-def emit_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+def emit_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """A table as wide as the terminal. Id columns are always whole; the other columns
+    share the remaining width and end in "…" when cut. When the ids alone do not fit,
+    the table is wider than the terminal rather than cutting them."""
     from rich import box
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    Console(soft_wrap=False).print(table)
+    console = console or Console(soft_wrap=False)
+    texts = [[_one_line(cell_text(v)) for v in row] for row in rows]
+    natural = [max([cell_len(c), *(cell_len(r[i]) for r in texts)]) for i, c in enumerate(columns)]
+    ids = [i for i, c in enumerate(columns) if is_id_column(c)]
+    others = [i for i in range(len(columns)) if i not in ids]
+    chrome = 3 * len(columns) - 3  # padding between cells and the dividers
+    available = console.width - chrome - sum(natural[i] for i in ids)
+    widths = dict(zip(others, _shares([natural[i] for i in others], available), strict=True))
+    needed = chrome + sum(natural[i] for i in ids) + sum(widths.values())
+    if needed > console.width:
+        console = Console(file=console.file, soft_wrap=False, width=needed, force_terminal=console.is_terminal)
+
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for i, name in enumerate(columns):
+        if i in widths:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(widths[i], 1))
+        else:
+            table.add_column(name, no_wrap=True, min_width=natural[i])
+    for row in texts:
+        table.add_row(*(Text(v) for v in row))
+    console.print(table)
 
 
-def emit_rows(rows: list[dict[str, Any]], columns: Sequence[str], *, as_json: bool, title: str | None = None) -> None:
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def emit_listing(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    as_json: bool = False,
+    as_csv: bool = False,
+    empty: str = "nothing to list",
+    title: str | None = None,
+    table_columns: Sequence[str] | None = None,
+) -> None:
+    """A listing in the format asked for: --json (the whole rows), --csv (``columns``
+    with a header), a table in a terminal (of ``table_columns`` if given, under
+    ``title``), tab-separated ``columns`` in a pipe. An empty
+    table or TSV says ``empty`` on stderr, so a pipe still receives nothing."""
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
     if as_json:
         emit_json(rows)
+        return
+    values = [[r.get(c) for c in columns] for r in rows]
+    if as_csv:
+        emit_csv(columns, values)
+    elif not rows:
+        click.echo(empty, err=True)
+    elif stdout_is_terminal():
+        shown = table_columns or columns
+        emit_table(shown, [[r.get(c) for c in shown] for r in rows], title=title)
     else:
-        emit_table(columns, [[r.get(c) for c in columns] for r in rows], title=title)
+        emit_tsv(values)
 
 
 ProgressFn = Callable[[str, int, "int | None"], None]

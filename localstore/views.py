@@ -198,6 +198,12 @@ _WRITE_VERBS = {
 }
 
 
+def _first_word(sql: str) -> str:
+    words = [line.split("--")[0] for line in sql.strip().splitlines()]
+    tokens = " ".join(words).replace("(", " ").split()
+    return tokens[0].lower() if tokens else ""
+
+
 def _looks_like_write(sql: str) -> bool:
     """A first-word check, only to give a clear message: the read-only connection is what
     actually prevents writes (``WITH … DELETE`` and friends still hit it)."""
@@ -239,6 +245,9 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
         message = str(exc)
         if "readonly" in message or "read-only" in message or "because it is a view" in message:
             raise UsageError(f"{READONLY_HINT} (SQLite: {message}); nothing was changed") from None
+        if message == "disk I/O error" and _first_word(sql) == "pragma":
+            # e.g. `pragma journal_mode(delete)`: SQLite reports the read-only file this way
+            raise UsageError(f"the store is opened read-only: {READONLY_HINT}; nothing was changed") from None
         raise UsageError(f"SQL error: {message}") from None
     except sqlite3.DatabaseError as exc:
         message = str(exc)

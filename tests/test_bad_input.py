@@ -392,7 +392,10 @@ CASES: list[Case] = [
     C("judge an unknown record", ("judge", "{unknown}", "--judge-file", "j.json"), "{unknown} is not in the store",
       files={"j.json": json.dumps(JUDGE).encode()}),
     C("pull a malformed dataset id", ("pull", "support/../x"), "is not a valid dataset id"),
-    C("records of a malformed dataset id", ("records", "--dataset", "5f0c"), "'5f0c' is not a valid dataset id"),
+    C("records of a malformed dataset id", ("records", "--dataset", "5f0"), "'5f0' is not a valid dataset id"),
+    C("records of a dataset prefix nothing starts with", ("records", "--dataset", "5f0c"),
+      "no dataset id in the store starts with '5f0c'"),
+    C("show a record prefix nothing starts with", ("show", "0bad"), "no record id in the store starts with '0bad'"),
     C("add to a malformed dataset id", ("add", "not a dataset", "--payload-file", "p.json"),
       "is not a valid dataset id", files={"p.json": GOOD_PAYLOAD}),
     C("add to a dataset never pulled", ("add", "{unknown}", "--payload-file", "p.json"),
@@ -434,6 +437,10 @@ CASES: list[Case] = [
     C("--db under a regular file", ("status",), "afile is not a directory", files={"afile": b"x"},
       db="{tmp}/afile/store.db"),
     C("--db where nothing may be created", ("status",), "cannot create the store", db="/proc/localstore.db"),
+    C("--db in a folder that does not exist", ("status",), "the folder {tmp}/nope does not exist",
+      db="{tmp}/nope/store.db"),
+    C("LOCALSTORE_DB in a folder that does not exist", ("status",), "the folder {tmp}/nope does not exist",
+      db=None, env={"LOCALSTORE_DB": "{tmp}/nope/store.db"}),
     C("negative user_version", ("records",), "unknown schema version -1", store=_user_version(-1)),
     C("user_version far in the future", ("sql", "select 1"), "upgrade localstore", store=_user_version(2**31 - 1)),
     C("SQLite header, then noise", ("records",), "is not a localstore file", store=_sqlite_header_then_noise),
@@ -509,6 +516,9 @@ def test_bad_input(
         case.store(template.path, db)
     _write_files(tmp_path, case.files)
     env = base_env(emulator.url, api_key)
+    # temporary files (a kept $EDITOR buffer) go beside tmp_path, not into /tmp
+    env["TMPDIR"] = str(tmp_path.parent / f"{tmp_path.name}-tmpdir")
+    Path(env["TMPDIR"]).mkdir()
     if case.server is not None:
         fake.route = route_for(case.server(template.dataset_id), template.dataset_id)
         env["LOCALSTORE_SERVER_URL"] = fake.url

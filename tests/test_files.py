@@ -652,11 +652,15 @@ def test_edit_in_editor_unchanged_queues_nothing(make_env: Callable[[int], Env],
 def test_edit_in_editor_invalid_queues_nothing(make_env: Callable[[int], Env], editor: dict[str, str]) -> None:
     env = make_env(1)
     rid = env.ids()[0]
-    result = run_cli(env, "edit", rid, extra={**editor, "EDIT_MODE": "invalid"})
+    kept_dir = env.tmp / "tmpdir"
+    kept_dir.mkdir()
+    result = run_cli(env, "edit", rid, extra={**editor, "EDIT_MODE": "invalid", "TMPDIR": str(kept_dir)})
     assert result.returncode == 1 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert "not valid JSON" in result.stderr and "nothing" in result.stderr
     assert env.status().pending == 0
+    [kept] = kept_dir.iterdir()  # the buffer is not lost
+    assert kept.read_text() == '{"payload": {"messages": [}\n' and str(kept) in result.stderr
 
 
 def test_edit_in_editor_changed_queues_the_change(make_env: Callable[[int], Env], editor: dict[str, str]) -> None:
