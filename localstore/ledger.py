@@ -363,9 +363,15 @@ def _ensure_working(conn: sqlite3.Connection, view: _View) -> None:
     view.working = _working(conn, view.record_id)
 
 
-def _refresh_base(conn: sqlite3.Connection, rid: str, part: str) -> None:
+def _refresh_base(conn: sqlite3.Connection, rid: str, part: str, seen: Remote | None = None) -> None:
     """Part ``part`` is not edited locally: its base becomes what the user sees now (the
-    mirror's value)."""
+    mirror's value), or the version ``seen`` they worked from."""
+    if seen is not None:
+        conn.execute(
+            f"UPDATE working SET base_{part} = ?, base_{part}_at = ? WHERE record_id = ? AND {part} IS NULL",
+            (canonical(getattr(seen.content, part)), seen.updated_at, rid),
+        )
+        return
     conn.execute(
         f"""UPDATE working SET base_{part} = (SELECT {part} FROM mirror WHERE id = :rid),
                               base_{part}_at = (SELECT updated_at FROM mirror WHERE id = :rid)
@@ -380,9 +386,15 @@ def edit(
     rid: str,
     payload: dict[str, Any] | None = None,
     properties: dict[str, Any] | None = None,
+    *,
+    seen: Remote | None = None,
 ) -> tuple[str, ...]:
     """The user replaced the payload and/or the whole properties map. Queues the parts
-    whose value differs from what the record shows now; returns their kinds."""
+    whose value differs from what the record shows now; returns their kinds.
+
+    ``seen`` is the remote version the user edited, when it is not the mirror's (a file
+    written from an older version): a part not yet edited locally takes it as its base,
+    so the sync's 3-way merge keeps what changed on the server since."""
     view = _view(conn, rid)
     changed: dict[str, str] = {}
     for part, value in (("payload", payload), ("properties", properties)):
@@ -398,7 +410,7 @@ def edit(
         return tuple(changed)
     _ensure_working(conn, view)
     for part, text in changed.items():
-        _refresh_base(conn, rid, part)
+        _refresh_base(conn, rid, part, seen)
         conn.execute(f"UPDATE working SET {part} = ? WHERE record_id = ?", (text, rid))
         _close(conn, rid, ChangeState.SUPERSEDED, kinds=[part])
         base_at = conn.execute(
@@ -431,9 +443,11 @@ def create(conn: sqlite3.Connection, dataset_id: str, payload: dict[str, Any], p
     return rid
 
 
-def delete(conn: sqlite3.Connection, rid: str) -> DeleteResult:
+def delete(conn: sqlite3.Connection, rid: str, *, seen: Remote | None = None) -> DeleteResult:
     """Queue a delete. A create never sent is simply dropped; pending edits of the
-    record are replaced by the delete (they stay in the log, superseded)."""
+    record are replaced by the delete (they stay in the log, superseded). ``seen``: the
+    remote version the user deleted, when it is not the mirror's (see :func:`edit`);
+    the sync turns a delete of an older version into a delete-vs-edit conflict."""
     view = _view(conn, rid)
     if view.is_create and not view.creating:
         _close(conn, rid, ChangeState.REVERTED, "deleted before it was sent")
@@ -443,7 +457,7 @@ def delete(conn: sqlite3.Connection, rid: str) -> DeleteResult:
     in_flight = _open_kinds(conn, rid, ChangeState.IN_FLIGHT)
     dropped = tuple(k for k in PARTS if k in _open_kinds(conn, rid, ChangeState.PENDING))
     for part in PARTS:
-        _refresh_base(conn, rid, part)
+        _refresh_base(conn, rid, part, seen)
     _close(conn, rid, ChangeState.SUPERSEDED, "replaced by a delete", kinds=PARTS)
     if not view.is_create:
         # a part being sent keeps its local value until its outcome is known
@@ -451,7 +465,8 @@ def delete(conn: sqlite3.Connection, rid: str) -> DeleteResult:
             if part not in in_flight:
                 conn.execute(f"UPDATE working SET {part} = NULL WHERE record_id = ?", (rid,))
     conn.execute("UPDATE working SET deleted = 1 WHERE record_id = ?", (rid,))
-    _log(conn, rid, view.dataset_id, Kind.DELETE, None, view.mirror_updated_at)
+    _log(conn, rid, view.dataset_id, Kind.DELETE, None,
+         seen.updated_at if seen is not None else view.mirror_updated_at)
     return DeleteResult(rid, dropped_edits=dropped)
 
 
