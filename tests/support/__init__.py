@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: the CLI as a subprocess, the SDK as a teammate."""
