@@ -30,6 +30,14 @@ def fast_ts(value: str) -> str | None:
     match = _UTC_FORMS.fullmatch(value)
     if match is None:
         return None
+    # the server's three forms by their length: a slice, no group extraction
+    size = len(value)
+    if size == 27 and value[26] == "Z":  # ….974123Z, already canonical
+        return value
+    if size == 24 and value[23] == "Z":  # ….974Z
+        return value[:23] + "000Z"
+    if size == 32 and value[26] == "+":  # ….974123+00:00
+        return value[:26] + "Z"
     head, fraction = match.groups()
     if fraction is None:
         return head + ".000000Z"
