@@ -2,7 +2,7 @@
 would be), driven by JSON lines on stdin:
 
     {"op": "seed", "records": N}       -> {"dataset_id": ...}
-    {"op": "configure", "latency_ms": L}
+    {"op": "configure", "latency_ms": L, "timestamp_format": F}   (either may be left out)
     {"op": "cpu"}                      -> {"cpu_seconds": user+sys of this process so far}
     {"op": "count", "dataset_id": D}   -> {"records": live records of D}
 
@@ -28,7 +28,9 @@ def main() -> None:
             if op == "seed":
                 answer = {"dataset_id": seed_dataset(server.state, command["records"], seed=command.get("seed", 0))}
             elif op == "configure":
-                server.configure(latency_ms=command["latency_ms"])
+                server.configure(latency_ms=command.get("latency_ms"))
+                if "timestamp_format" in command:
+                    server.state.timestamp_format = command["timestamp_format"]
                 answer = {}
             elif op == "cpu":
                 times = os.times()

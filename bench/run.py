@@ -1,11 +1,13 @@
 """localstore against the official SDK used the obvious way, side by side in one run.
 
     python bench/run.py [--records N] [--latency-ms L] [--edits E] [--json OUT]
-                        [--local-records M] [--skip-local]
+                        [--local-records M] [--skip-local] [--timestamp-format F]
 
 The emulator runs in a process of its own with L ms of latency per request. Measured:
   (a) pull N records: localstore.pull vs the SDK paging sequentially into SQLite
-      (also at 0 ms latency, where client CPU is the cost)
+      (also at 0 ms latency, where client CPU is the cost), once per timestamp form
+      the emulator writes (ms ….974Z, us ….974123Z, offset ….974123+00:00; all three
+      unless --timestamp-format picks one)
   (b) E property edits: the whole `localstore sync` command (start-up, conflict checks,
       pushes, pull) vs SDK update_properties one by one (which checks nothing)
   (c) E deletes: `localstore sync` vs SDK records.delete one by one
@@ -40,6 +42,7 @@ from localstore.store import Store
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-key"
+FORMS = ("ms", "us", "offset")  # the emulator's timestamp forms
 CONCURRENCY = 8
 
 
@@ -126,8 +129,11 @@ def sdk_client(url: str) -> Any:
 # ------------------------------------------------------------------ (a) pull
 
 
-def bench_pull(emu: Emulator, dataset_id: str, records: int, latency: float, tmp: Path) -> tuple[Row, float]:
-    store_path = tmp / f"pull-{latency}.db"
+def bench_pull(
+    emu: Emulator, dataset_id: str, records: int, latency: float, tmp: Path, form: str = "ms"
+) -> tuple[Row, float]:
+    emu.ask(op="configure", timestamp_format=form)
+    store_path = tmp / f"pull-{latency}-{form}.db"
     with Store.open(store_path) as store, Client(emu.url, KEY) as client:
         cpu_before = emu.cpu()
         started = time.perf_counter()
@@ -135,9 +141,10 @@ def bench_pull(emu: Emulator, dataset_id: str, records: int, latency: float, tmp
         ours = time.perf_counter() - started
         serving = emu.cpu() - cpu_before
         assert store.scalar("SELECT count(*) FROM records") == records
-    baseline = sdk_pull(emu.url, dataset_id, tmp / f"sdk-pull-{latency}.db", records)
+    baseline = sdk_pull(emu.url, dataset_id, tmp / f"sdk-pull-{latency}-{form}.db", records)
     listing_floor = math.ceil(records / 100) / CONCURRENCY * latency / 1000 + serving
-    return Row(f"pull {records} records @ {latency:g} ms", ours, baseline, listing_floor), listing_floor
+    name = f"pull {records} records @ {latency:g} ms ({form} stamps)"
+    return Row(name, ours, baseline, listing_floor), listing_floor
 
 
 def sdk_pull(url: str, dataset_id: str, path: Path, records: int) -> float:
@@ -302,19 +309,30 @@ def main() -> None:
     parser.add_argument("--local-records", type=int, default=100_000)
     parser.add_argument("--skip-local", action="store_true")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--timestamp-format", choices=[*FORMS, "all"], default="all",
+        help="the emulator's timestamp form for the pull figures (default: each of them)",
+    )
     args = parser.parse_args()
+    forms = list(FORMS) if args.timestamp_format == "all" else [args.timestamp_format]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="localstore-bench-") as tmp_name:
         tmp = Path(tmp_name)
         emu = Emulator(args.latency_ms)
         try:
             pull_ds = emu.seed(args.records)
-            row, listing_floor = bench_pull(emu, pull_ds, args.records, args.latency_ms, tmp)
-            rows.append(row)
+            floors = []
+            for form in forms:
+                row, floor = bench_pull(emu, pull_ds, args.records, args.latency_ms, tmp, form)
+                rows.append(row)
+                floors.append(floor)
+            listing_floor = floors[0]  # edits and deletes run in the first form
+            emu.ask(op="configure", timestamp_format=forms[0])
             rows.append(bench_property_edits(emu, args.records, args.edits, args.latency_ms, listing_floor, tmp))
             rows.append(bench_deletes(emu, args.records, args.edits, args.latency_ms, listing_floor, tmp))
             emu.ask(op="configure", latency_ms=0)
-            rows.append(bench_pull(emu, pull_ds, args.records, 0, tmp)[0])
+            rows += [bench_pull(emu, pull_ds, args.records, 0, tmp, form)[0] for form in forms]
+            emu.ask(op="configure", timestamp_format=forms[0])
             if not args.skip_local:
                 rows += bench_local(emu, args.local_records, tmp)
         finally:

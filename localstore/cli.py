@@ -622,7 +622,8 @@ def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> N
 @click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0))
 @click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--seed-records", default=0, show_default=True, type=click.IntRange(0), help="Create a dataset of N generated records at start.")
-def emulator(host: str, port: int, emulator_db: str | None, latency_ms: float, fail_rate: float, seed_records: int) -> None:
+@click.option("--timestamp-format", default="ms", show_default=True, type=click.Choice(["ms", "us", "offset"]), help="How stamps are written: 2025-10-07T20:56:01.974Z, ….974123Z or ….974123+00:00.")
+def emulator(host: str, port: int, emulator_db: str | None, latency_ms: float, fail_rate: float, seed_records: int, timestamp_format: str) -> None:
     """Run the bundled API emulator (for demos and tests; any bearer key is accepted).
 
     \b
@@ -632,7 +633,7 @@ def emulator(host: str, port: int, emulator_db: str | None, latency_ms: float, f
     """
     from .emulator import serve
 
-    serve(host, port, emulator_db, latency_ms, fail_rate, seed_records)
+    serve(host, port, emulator_db, latency_ms, fail_rate, seed_records, timestamp_format=timestamp_format)  # type: ignore[arg-type]
 
 
 @cli.command()

@@ -14,7 +14,7 @@ import orjson
 from .errors import ProtocolError, UsageError
 from .ids import parse_uuid
 from .pagination import short
-from .timeutil import normalize_ts
+from .timeutil import fast_ts, normalize_ts
 
 # -- models --------------------------------------------------------------------
 
@@ -74,13 +74,12 @@ def outcome_unknown(exc: BaseException) -> bool:
 # -- reading answers -----------------------------------------------------------
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def _record_fast(value: Any) -> Record | None:
-    """A record already in canonical form (lowercase UUIDs, canonical UTC timestamps,
-    live) passes with one check per field; anything else takes the careful path, which
-    normalizes it or names what is wrong."""
+    """A live record with lowercase UUIDs and UTC timestamps in any of the server's
+    forms (``fast_ts``: ms or µs, ``Z`` or ``+00:00``) passes with one check per field;
+    anything else takes the careful path, which normalizes it or names what is wrong."""
     if type(value) is not dict:
         return None
     get = value.get
@@ -89,8 +88,8 @@ def _record_fast(value: Any) -> Record | None:
     if (
         type(rid) is str and _UUID.fullmatch(rid)
         and type(dataset_id) is str and _UUID.fullmatch(dataset_id)
-        and type(created) is str and _TIMESTAMP.fullmatch(created)
-        and type(updated) is str and _TIMESTAMP.fullmatch(updated)
+        and type(created) is str and (created := fast_ts(created)) is not None
+        and type(updated) is str and (updated := fast_ts(updated)) is not None
         and "deleted_at" in value and get("deleted_at") is None
         and type(source) is str and type(payload) is dict and type(properties) is dict
     ):

@@ -36,6 +36,17 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
+@pytest.fixture
+def us_stamps(emulator: EmulatorServer) -> Iterator[None]:
+    """The session emulator renders µs stamps (``…:01.974123Z``, strictly increasing on
+    every write) during this test, instead of its default ms form (where two writes in
+    one millisecond share a stamp)."""
+    before = emulator.state.timestamp_format
+    emulator.state.timestamp_format = "us"
+    yield
+    emulator.state.timestamp_format = before
+
+
 @pytest.fixture(scope="session")
 def contract() -> Contract:
     return Contract.load_or_skip()

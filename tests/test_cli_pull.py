@@ -19,6 +19,7 @@ from localstore.api import Client
 from localstore.emulator import EmulatorServer
 from localstore.pull import pull
 from localstore.store import Store
+from localstore.timeutil import normalize_ts
 
 RUN_CLI = "from localstore.cli import main; main()"
 
@@ -113,8 +114,10 @@ def test_records_show_and_sql_csv(cli: Cli, emulator: EmulatorServer, dataset: C
 
     rid = next(iter(remote))
     shown = cli.json("show", rid)
-    for key in ("id", "dataset_id", "created_at", "updated_at", "payload", "properties", "source"):
+    for key in ("id", "dataset_id", "payload", "properties", "source"):
         assert shown[key] == remote[rid][key], key
+    for key in ("created_at", "updated_at"):  # the server's ms form, kept as canonical µs
+        assert shown[key] == normalize_ts(remote[rid][key]), key
     assert shown["pending"] == []
 
     text = cli.ok(

@@ -22,7 +22,8 @@ from localstore.errors import UsageError
 
 DS = "/v1/observability/datasets"
 REC = "/v1/observability/dataset-records"
-TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|\+00:00)$")
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # the default: the API reference's form
+US_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 JUDGE = {
     "name": "helpfulness",
     "description": "Is the answer helpful?",
@@ -54,13 +55,13 @@ def record_ids(client: httpx.Client, dataset_id: str) -> list[str]:
 # ---- datasets ---------------------------------------------------------------
 
 
-def test_create_get_patch_delete_dataset(emulator_http: httpx.Client) -> None:
+def test_create_get_patch_delete_dataset(emulator_http: httpx.Client, us_stamps: None) -> None:
     created = emulator_http.post(DS, json={"name": "Eval Set #1", "description": "first"})
     assert created.status_code == 201
     body = created.json()
     assert body["name"] == "Eval Set #1" and body["description"] == "first"
     assert body["deleted_at"] is None and body["slug"].startswith("eval-set-1")
-    assert TS_RE.match(body["created_at"]) and body["created_at"] == body["updated_at"]
+    assert US_RE.match(body["created_at"]) and body["created_at"] == body["updated_at"]
     second = emulator_http.post(DS, json={"name": "Eval Set #1", "description": ""}).json()
     assert second["slug"] != body["slug"]  # slugs stay unique
 
@@ -127,8 +128,10 @@ def test_records_pagination_links(emulator_http: httpx.Client, dataset, emulator
         seen += [r["id"] for r in page["results"]]
         url = page["next"]
     assert seen == expected
-    created = [(r["created_at"], r["id"]) for r in emulator.state.list_records(dataset_id)]
-    assert created == sorted(created)
+    created = [r["created_at"] for r in emulator.state.list_records(dataset_id)]
+    assert created == sorted(created)  # ms stamps: records made in one millisecond tie
+    internal = [emulator.state._records[i] for i in expected]
+    assert [r.created_at for r in internal] == sorted({r.created_at for r in internal})
 
     third = emulator_http.get(f"{DS}/{dataset_id}/records", params={"page": 3, "page_size": 3})
     third_page = third.json()["records"]
@@ -221,7 +224,7 @@ def test_puts_replace_values_and_rejections_change_nothing(emulator_http, datase
     )
 
 
-def test_updated_at_strictly_increases_on_every_write(emulator_http, dataset, emulator) -> None:
+def test_updated_at_strictly_increases_on_every_write(emulator_http, dataset, emulator, us_stamps) -> None:
     dataset_id = dataset()
     stamps = []
     record = emulator_http.post(f"{DS}/{dataset_id}/records", json={"payload": {"a": 1}}).json()
@@ -238,7 +241,7 @@ def test_updated_at_strictly_increases_on_every_write(emulator_http, dataset, em
     stamps.append(other["updated_at"])
     emulator.state.delete_record(other["id"])
     stamps.append(emulator.state._records[other["id"]].updated_at)
-    assert all(TS_RE.match(s) for s in stamps)
+    assert all(US_RE.match(s) for s in stamps)
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
 
 
@@ -483,7 +486,7 @@ def test_non_loopback_hosts_are_refused() -> None:
 
 def test_persistence_across_two_states(tmp_path) -> None:
     db = tmp_path / "emulator.sqlite"
-    first = EmulatorState(db)
+    first = EmulatorState(db, timestamp_format="us")  # µs: the clock's strict increase shows
     dataset_id = seed_dataset(first, 5, name="persisted set")
     gone = first.create_dataset("deleted later")
     first.delete_dataset(gone["id"])
@@ -496,7 +499,7 @@ def test_persistence_across_two_states(tmp_path) -> None:
     last_stamp = max(r["updated_at"] for r in before)
     first.close()
 
-    second = EmulatorState(db)
+    second = EmulatorState(db, timestamp_format="us")
     assert second.list_records(dataset_id) == before
     assert second.get_record(ids[2]) is None
     assert second.get_dataset(gone["id"]) is None

@@ -39,7 +39,7 @@ def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Mistral]:
         yield client
 
 
-def test_dataset_calls(sdk: Mistral, emulator: EmulatorServer) -> None:
+def test_dataset_calls(sdk: Mistral, emulator: EmulatorServer, us_stamps: None) -> None:
     datasets = sdk.beta.observability.datasets
     tag = uuid.uuid4().hex[:10]
     created = datasets.create(name=f"sdk set {tag}", description="via the SDK")
@@ -64,7 +64,7 @@ def test_dataset_calls(sdk: Mistral, emulator: EmulatorServer) -> None:
     assert caught.value.status_code == 404
 
 
-def test_record_calls(sdk: Mistral, dataset, emulator: EmulatorServer) -> None:
+def test_record_calls(sdk: Mistral, dataset, emulator: EmulatorServer, us_stamps: None) -> None:
     datasets = sdk.beta.observability.datasets
     records = datasets.records
     dataset_id = dataset(3)

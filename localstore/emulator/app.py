@@ -21,6 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .admin import admin_router
+from .adversary import Adversary
+from .clock import TimestampFormat
 from .model import EmulatorError, canonical_uuid, dumps
 from .state import EmulatorState
 
@@ -99,21 +102,23 @@ def _has_bearer(scope: Scope) -> bool:
 
 class Gate:
     """Outermost layer: counts, delays, authenticates and injects faults — in that
-    order, and before any handler can change state."""
+    order, and before any handler can change state — then hands API requests to the
+    ``Adversary`` (rules, the write journal)."""
 
     def __init__(self, app: ASGIApp, *, owner: FastAPI) -> None:
         self.app = app
         self.owner = owner
 
-    def _template(self, scope: Scope) -> str:
+    def _route(self, scope: Scope) -> tuple[str, dict[str, Any]]:
+        """The route template the request matches, and its path parameters."""
         partial = None
         for route in self.owner.router.routes:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
             if match == Match.FULL:
-                return getattr(route, "path_format", scope["path"])
+                return getattr(route, "path_format", scope["path"]), child.get("path_params", {})
             if match == Match.PARTIAL and partial is None:
-                partial = getattr(route, "path_format", None)
-        return partial or scope["path"]
+                partial = getattr(route, "path_format", None), child.get("path_params", {})
+        return partial or (scope["path"], {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +126,8 @@ class Gate:
             return
         state: EmulatorState = self.owner.state.emulator
         faults: Faults = self.owner.state.faults
-        state.count_request(scope["method"], self._template(scope))
+        template, params = self._route(scope)
+        state.count_request(scope["method"], template)
         if faults.latency_ms > 0:
             faults.in_flight += 1
             faults.max_in_flight = max(faults.max_in_flight, faults.in_flight)
@@ -143,6 +149,9 @@ class Gate:
             if status is not None:
                 await _fault_response(status)(scope, receive, send)
                 return
+            adversary: Adversary = self.owner.state.adversary
+            await adversary.serve(scope, receive, send, template, params, self.app)
+            return
         await self.app(scope, receive, send)
 
 
@@ -289,9 +298,18 @@ def _paginated(request: Request, key: str, items: list[dict[str, Any]], page: in
 
 
 def create_app(
-    state: EmulatorState, *, latency_ms: float = 0, fail_rate: float = 0.0, seed: int | None = None
+    state: EmulatorState,
+    *,
+    latency_ms: float = 0,
+    fail_rate: float = 0.0,
+    seed: int | None = None,
+    timestamp_format: TimestampFormat | None = None,
 ) -> FastAPI:
-    """The emulator app over ``state``; faults live in ``app.state.faults`` (a ``Faults``)."""
+    """The emulator app over ``state``; faults live in ``app.state.faults`` (a ``Faults``),
+    rules in ``app.state.adversary`` (an ``Adversary``). ``timestamp_format`` (None: keep
+    the state's) is how stamps are rendered: ``"ms"``, ``"us"`` or ``"offset"``."""
+    if timestamp_format is not None:
+        state.timestamp_format = timestamp_format
     app = FastAPI(
         title="localstore API emulator",
         docs_url=None,
@@ -434,4 +452,8 @@ def create_app(
     async def health() -> Response:
         return json_response({"ok": True})
 
+    app.include_router(admin_router())
+    app.state.adversary = Adversary(
+        state, [getattr(r, "path_format", "") for r in app.router.routes if getattr(r, "path_format", "").startswith(API_PREFIX)]
+    )
     return app

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,7 +114,8 @@ def encode_properties(properties: object) -> str:
 
 
 class Record:
-    """A record row; ``payload`` and ``properties`` hold JSON text."""
+    """A record row; ``payload`` and ``properties`` hold JSON text, the stamps the
+    canonical µs form (``render`` gives the API's form); ``seq`` orders the listing."""
 
     __slots__ = (
         "created_at",
@@ -122,6 +124,7 @@ class Record:
         "id",
         "payload",
         "properties",
+        "seq",
         "source",
         "updated_at",
     )
@@ -136,7 +139,9 @@ class Record:
         source: str,
         payload: str,
         properties: str,
+        seq: int = 0,
     ) -> None:
+        self.seq = seq
         self.id = id
         self.dataset_id = dataset_id
         self.created_at = created_at
@@ -146,17 +151,17 @@ class Record:
         self.payload = payload
         self.properties = properties
 
-    def to_json(self) -> str:
-        deleted = "null" if self.deleted_at is None else f'"{self.deleted_at}"'
+    def to_json(self, render: Callable[[str], str]) -> str:
+        deleted = "null" if self.deleted_at is None else f'"{render(self.deleted_at)}"'
         return (
-            f'{{"id":"{self.id}","created_at":"{self.created_at}",'
-            f'"updated_at":"{self.updated_at}","deleted_at":{deleted},'
+            f'{{"id":"{self.id}","created_at":"{render(self.created_at)}",'
+            f'"updated_at":"{render(self.updated_at)}","deleted_at":{deleted},'
             f'"dataset_id":"{self.dataset_id}","payload":{self.payload},'
             f'"properties":{self.properties},"source":"{self.source}"}}'
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(self.to_json())
+    def to_dict(self, render: Callable[[str], str]) -> dict[str, Any]:
+        return json.loads(self.to_json(render))
 
     def row(self) -> tuple[Any, ...]:
         return (

@@ -14,7 +14,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..errors import UsageError
+from .adversary import Adversary
 from .app import Faults, create_app
+from .clock import TimestampFormat
+from .connections import DroppableProtocol
 from .state import EmulatorState
 
 
@@ -54,6 +57,7 @@ def _url(sock: socket.socket) -> str:
 def _config(app: FastAPI, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=DroppableProtocol,  # so that a rule can close a connection unanswered
         log_level=log_level,
         access_log=False,
         lifespan="off",
@@ -79,12 +83,15 @@ class EmulatorServer:
         seed: int | None = None,
         *,
         allow_remote: bool = False,
+        timestamp_format: TimestampFormat | None = None,
     ) -> None:
         _check_host(host, allow_remote)
         self.state = state if state is not None else EmulatorState()
         self.host = host
         self.port = port
-        self.app = create_app(self.state, latency_ms=latency_ms, fail_rate=fail_rate, seed=seed)
+        self.app = create_app(
+            self.state, latency_ms=latency_ms, fail_rate=fail_rate, seed=seed, timestamp_format=timestamp_format
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -99,6 +106,11 @@ class EmulatorServer:
     @property
     def faults(self) -> Faults:
         return self.app.state.faults
+
+    @property
+    def adversary(self) -> Adversary:
+        """Rules, clock knobs and the write journal (see ``localstore.emulator.adversary``)."""
+        return self.app.state.adversary
 
     def configure(
         self, *, latency_ms: float | None = None, fail_rate: float | None = None, seed: int | None = None
@@ -156,6 +168,7 @@ def serve(
     *,
     seed: int | None = None,
     allow_remote: bool = False,
+    timestamp_format: TimestampFormat = "ms",
 ) -> None:
     """Serve in the foreground until interrupted (Ctrl-C or SIGTERM).
 
@@ -166,7 +179,7 @@ def serve(
     from .seed import seed_dataset
 
     _check_host(host, allow_remote)
-    state = EmulatorState(db_path)
+    state = EmulatorState(db_path, timestamp_format=timestamp_format)
     try:
         sock = _bind(host, port)
         url = _url(sock)

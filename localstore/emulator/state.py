@@ -5,23 +5,24 @@ editing the server directly. With ``db_path`` every write goes through to SQLite
 and the next ``EmulatorState`` on that file starts where this one stopped.
 
 Records keep their payload and properties as JSON text: a listing page is then
-string concatenation, and 100k records stay small in memory.
+string concatenation, and 100k records stay small in memory. Stamps are kept (and
+stored) in the canonical µs form and rendered in ``timestamp_format`` on the way out:
+every dict these methods return is what the API would answer (see ``clock``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
-import time
 import uuid
 from bisect import bisect_left
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
+from .clock import Clock, TimestampFormat
+from .journal import Journal
 from .model import (
     SLUG_RE,
     SOURCES,
@@ -30,11 +31,10 @@ from .model import (
     dumps,
     encode_payload,
     encode_properties,
-    format_us,
     judge_answer,
-    parse_us,
     slugify,
 )
+from .statefile import StateFile
 
 __all__ = ["EmulatorError", "EmulatorState"]
 
@@ -44,105 +44,89 @@ OWNER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "localstore-emulator/owner"))
 WORKSPACE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "localstore-emulator/workspace"))
 KEPT_EXPORTS = 16
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY, dataset_id TEXT NOT NULL, created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL, deleted_at TEXT, source TEXT NOT NULL,
-    payload TEXT NOT NULL, properties TEXT NOT NULL
-);
-"""
-
-
 class EmulatorState:
     """Everything the emulated API knows; safe to use from several threads."""
 
-    def __init__(self, db_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, db_path: str | os.PathLike[str] | None = None, *, timestamp_format: TimestampFormat = "ms"
+    ) -> None:
         self._lock = threading.RLock()
-        self._last_us = 0
+        self.clock = Clock(timestamp_format)
+        self.journal = Journal()
+        self._seq = 0  # the listing order of records: creation order
         self._datasets: dict[str, dict[str, Any]] = {}
         self._slugs: dict[str, str] = {}
         self._records: dict[str, Record] = {}
-        self._order: dict[str, list[str]] = {}  # live record ids by (created_at, id)
+        self._order: dict[str, list[str]] = {}  # live record ids by seq (creation order)
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_order: dict[str, list[str]] = {}
         self._exports: OrderedDict[str, str] = OrderedDict()
         self.request_counts: Counter[tuple[str, str]] = Counter()
-        self._db: sqlite3.Connection | None = None
+        self._file: StateFile | None = None
         if db_path is not None:
-            self._open(os.fspath(db_path))
+            self._open(db_path)
 
     # ---- clock, persistence ------------------------------------------------
 
-    def _tick(self) -> str:
-        """Timestamps strictly increase across every write of this server."""
-        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
-        return format_us(self._last_us)
+    @property
+    def timestamp_format(self) -> TimestampFormat:
+        return self.clock.format
 
-    def _open(self, path: str) -> None:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_DDL)
+    @timestamp_format.setter
+    def timestamp_format(self, value: TimestampFormat) -> None:
+        with self._lock:
+            self.clock.configure(timestamp_format=value)
+
+    def _tick(self) -> str:
+        return self.clock.tick()
+
+    def _out(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a dataset or task body with its stamps in the API's form."""
+        render = self.clock.render
+        out = json.loads(dumps(body))
+        for key in ("created_at", "updated_at", "deleted_at"):
+            if out.get(key) is not None:
+                out[key] = render(out[key])
+        return out
+
+    def _open(self, path: str | os.PathLike[str]) -> None:
+        self._file = StateFile(path)
+        datasets, records, tasks = self._file.load()
         stamps: list[str] = []
-        datasets = [json.loads(body) for (body,) in db.execute("SELECT body FROM datasets")]
-        for dataset in sorted(datasets, key=lambda d: (d["created_at"], d["id"])):
+        for dataset in datasets:
             self._datasets[dataset["id"]] = dataset
             self._slugs[dataset["slug"]] = dataset["id"]
             self._order[dataset["id"]] = []
             self._task_order[dataset["id"]] = []
             stamps.append(dataset["updated_at"])
-        rows = db.execute("SELECT * FROM records ORDER BY created_at, id")
-        for row in rows:
-            record = Record(*row)
+        for record in records:
+            self._seq += 1
+            record.seq = self._seq
             self._records[record.id] = record
             stamps.append(record.updated_at)
             owner = self._datasets.get(record.dataset_id)
             if record.deleted_at is None and owner and owner["deleted_at"] is None:
                 self._order[record.dataset_id].append(record.id)
-        tasks = [json.loads(body) for (body,) in db.execute("SELECT body FROM tasks")]
-        for task in sorted(tasks, key=lambda t: (t["created_at"], t["id"])):
+        for task in tasks:
             self._tasks[task["id"]] = task
             self._task_order.setdefault(task["dataset_id"], []).append(task["id"])
             stamps.append(task["updated_at"])
         if stamps:
-            self._last_us = parse_us(max(stamps))
-        self._db = db
-
-    @contextmanager
-    def _batch(self) -> Iterator[sqlite3.Connection | None]:
-        if self._db is None:
-            yield None
-            return
-        self._db.execute("BEGIN")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self.clock.observe(max(stamps))
 
     def _save_records(self, records: Iterable[Record]) -> None:
-        if self._db is not None:
-            with self._batch() as db:
-                assert db is not None
-                db.executemany(
-                    "INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?)",
-                    (r.row() for r in records),
-                )
+        if self._file is not None:
+            self._file.save_records(records)
 
     def _save_body(self, table: str, body: dict[str, Any]) -> None:
-        if self._db is not None:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO {table} (id, body) VALUES (?, ?)", (body["id"], dumps(body))
-            )
+        if self._file is not None:
+            self._file.save_body(table, body)
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     # ---- request accounting ------------------------------------------------
 
@@ -196,25 +180,26 @@ class EmulatorState:
             self._order[dataset["id"]] = []
             self._task_order[dataset["id"]] = []
             self._save_body("datasets", dataset)
-            return dict(dataset)
+            self.journal.log("create_dataset", None, dataset["id"], self.clock.render(now))
+            return self._out(dataset)
 
     def get_dataset(self, ref: str) -> dict[str, Any] | None:
         with self._lock:
             try:
-                return dict(self._dataset(ref))
+                return self._out(self._dataset(ref))
             except EmulatorError:
                 return None
 
     def require_dataset(self, ref: str) -> dict[str, Any]:
         with self._lock:
-            return dict(self._dataset(ref))
+            return self._out(self._dataset(ref))
 
     def list_datasets(self, q: str | None = None) -> list[dict[str, Any]]:
         """Live datasets by (created_at, id); ``q`` keeps names containing it (any case)."""
         needle = (q or "").lower()
         with self._lock:
             return [
-                dict(d)
+                self._out(d)
                 for d in self._datasets.values()
                 if d["deleted_at"] is None and needle in d["name"].lower()
             ]
@@ -231,7 +216,8 @@ class EmulatorState:
                 dataset["description"] = description
             dataset["updated_at"] = self._tick()
             self._save_body("datasets", dataset)
-            return dict(dataset)
+            self.journal.log("update_dataset", None, dataset["id"], self.clock.render(dataset["updated_at"]))
+            return self._out(dataset)
 
     def delete_dataset(self, ref: str) -> None:
         """Soft delete; the dataset's records answer 404 from then on."""
@@ -240,6 +226,7 @@ class EmulatorState:
             dataset["deleted_at"] = dataset["updated_at"] = self._tick()
             self._order[dataset["id"]] = []
             self._save_body("datasets", dataset)
+            self.journal.log("delete_dataset", None, dataset["id"], self.clock.render(dataset["deleted_at"]))
 
     # ---- records -----------------------------------------------------------
 
@@ -258,11 +245,14 @@ class EmulatorState:
         created = []
         for source, payload, properties in items:
             now = self._tick()
+            self._seq += 1
             created.append(
-                Record(str(uuid.uuid4()), dataset_id, now, now, None, source, payload, properties)
+                Record(str(uuid.uuid4()), dataset_id, now, now, None, source, payload, properties, self._seq)
             )
+        render = self.clock.render
         for record in created:
             self._records[record.id] = record
+            self.journal.log("create_record", record.id, dataset_id, render(record.created_at))
         self._order[dataset_id].extend(r.id for r in created)
         self._save_records(created)
         return created
@@ -286,11 +276,12 @@ class EmulatorState:
         with self._lock:
             dataset = self._dataset(dataset_id)
             created = self._insert(dataset["id"], (e[:3] for e in encoded))
+            render = self.clock.render
         return [
             {
                 "id": r.id,
-                "created_at": r.created_at,
-                "updated_at": r.updated_at,
+                "created_at": render(r.created_at),
+                "updated_at": render(r.updated_at),
                 "deleted_at": None,
                 "dataset_id": r.dataset_id,
                 "payload": e[3],
@@ -310,48 +301,54 @@ class EmulatorState:
     def get_record(self, record_id: str) -> dict[str, Any] | None:
         with self._lock:
             try:
-                return self._live(record_id).to_dict()
+                return self._live(record_id).to_dict(self.clock.render)
             except EmulatorError:
                 return None
 
     def require_record(self, record_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._live(record_id).to_dict()
+            return self._live(record_id).to_dict(self.clock.render)
 
     def list_records(self, dataset_id: str) -> list[dict[str, Any]]:
         with self._lock:
             dataset = self._dataset(dataset_id)
-            return [self._records[i].to_dict() for i in self._order[dataset["id"]]]
+            render = self.clock.render
+            return [self._records[i].to_dict(render) for i in self._order[dataset["id"]]]
 
     def records_page(self, dataset_id: str, page: int, page_size: int) -> tuple[int, str]:
         """(live count, the page's records as comma-joined JSON objects) — the listing hot path."""
         with self._lock:
             order = self._order[self._dataset(dataset_id)["id"]]
             start = (page - 1) * page_size
-            records = self._records
+            records, render = self._records, self.clock.render
             return len(order), ",".join(
-                [records[i].to_json() for i in order[start : start + page_size]]
+                [records[i].to_json(render) for i in order[start : start + page_size]]
             )
 
     def update_payload(self, record_id: str, payload: Any) -> dict[str, Any]:
-        """Replace the payload; ``updated_at`` moves even when nothing changed."""
+        """Replace the payload; ``updated_at`` moves even when nothing changed (unless
+        the clock's ``freeze_updated_at`` is on)."""
         text = encode_payload(payload)
         with self._lock:
             record = self._live(record_id)
             record.payload = text
-            record.updated_at = self._tick()
-            self._save_records([record])
-            return record.to_dict()
+            return self._updated(record, "update_payload")
 
     def update_properties(self, record_id: str, properties: Any) -> dict[str, Any]:
-        """Replace the whole properties map; ``updated_at`` moves even when nothing changed."""
+        """Replace the whole properties map; ``updated_at`` as for ``update_payload``."""
         text = encode_properties(properties)
         with self._lock:
             record = self._live(record_id)
             record.properties = text
+            return self._updated(record, "update_properties")
+
+    def _updated(self, record: Record, op: Literal["update_payload", "update_properties"]) -> dict[str, Any]:
+        if not self.clock.freeze_updated_at:
             record.updated_at = self._tick()
-            self._save_records([record])
-            return record.to_dict()
+        self._save_records([record])
+        render = self.clock.render
+        self.journal.log(op, record.id, record.dataset_id, render(record.updated_at))
+        return record.to_dict(render)
 
     def _unlist(self, records: list[Record]) -> None:
         by_dataset: dict[str, set[str]] = {}
@@ -362,11 +359,7 @@ class EmulatorState:
             order = self._order[dataset_id]
             if len(ids) == 1:
                 (record_id,) = ids
-                at = bisect_left(
-                    order,
-                    (records_by_id[record_id].created_at, record_id),
-                    key=lambda i: (records_by_id[i].created_at, i),
-                )
+                at = bisect_left(order, records_by_id[record_id].seq, key=lambda i: records_by_id[i].seq)
                 del order[at]
             else:
                 order[:] = [i for i in order if i not in ids]
@@ -378,6 +371,7 @@ class EmulatorState:
             record.deleted_at = record.updated_at = self._tick()
             self._unlist([record])
             self._save_records([record])
+            self.journal.log("delete_record", record.id, record.dataset_id, self.clock.render(record.deleted_at))
 
     def bulk_delete(self, record_ids: Iterable[str]) -> int:
         """Delete 1..500 records at once; returns how many were live.
@@ -399,8 +393,10 @@ class EmulatorState:
                     doomed.append(self._live(record_id))
                 except EmulatorError:
                     continue
+            render = self.clock.render
             for record in doomed:
                 record.deleted_at = record.updated_at = self._tick()
+                self.journal.log("delete_record", record.id, record.dataset_id, render(record.deleted_at))
             self._unlist(doomed)
             self._save_records(doomed)
             return len(doomed)
@@ -436,7 +432,7 @@ class EmulatorState:
         self._tasks[task["id"]] = task
         self._task_order.setdefault(dataset_id, []).append(task["id"])
         self._save_body("tasks", task)
-        return json.loads(dumps(task))
+        return self._out(task)
 
     def create_import_task(self, dataset_id: str, origin: str, requested: int) -> dict[str, Any]:
         """Imports from campaigns, explorer, files and playground: the emulator has none of
@@ -474,7 +470,7 @@ class EmulatorState:
     def list_tasks(self, dataset_id: str) -> list[dict[str, Any]]:
         with self._lock:
             dataset = self._dataset(dataset_id)
-            return [json.loads(dumps(self._tasks[t])) for t in self._task_order[dataset["id"]]]
+            return [self._out(self._tasks[t]) for t in self._task_order[dataset["id"]]]
 
     def get_task(self, dataset_id: str, task_id: str) -> dict[str, Any]:
         with self._lock:
@@ -482,14 +478,15 @@ class EmulatorState:
             task = self._tasks.get(str(task_id))
             if task is None or task["dataset_id"] != dataset["id"]:
                 raise EmulatorError(404, f"import task {task_id} not found", "DATASET_TASK_NOT_FOUND")
-            return json.loads(dumps(task))
+            return self._out(task)
 
     def export_jsonl(self, dataset_id: str) -> str:
         """Snapshot the live records as JSON Lines; returns an export id (the last
         ``KEPT_EXPORTS`` snapshots are kept in memory)."""
         with self._lock:
             dataset = self._dataset(dataset_id)
-            lines = [self._records[i].to_json() + "\n" for i in self._order[dataset["id"]]]
+            render = self.clock.render
+            lines = [self._records[i].to_json(render) + "\n" for i in self._order[dataset["id"]]]
             export_id = uuid.uuid4().hex
             self._exports[export_id] = "".join(lines)
             while len(self._exports) > KEPT_EXPORTS:
@@ -499,3 +496,4 @@ class EmulatorState:
     def export_content(self, export_id: str) -> str | None:
         with self._lock:
             return self._exports.get(export_id)
+
