@@ -12,7 +12,6 @@ the server misbehave the way real servers do.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from mistralai.client import Mistral
 from support.cli import EXIT_CONFLICTS, EXIT_ERROR, EXIT_OK, Cli, content_counts, server_records
 
 from localstore.emulator import EmulatorServer
-from localstore.emulator.adversary import PAYLOAD, PROPERTIES, RECORD_PUTS, RECORDS, Rule
+from localstore.emulator.adversary import PROPERTIES, RECORD_PUTS, RECORDS, Rule
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ def test_edits_to_creates_whose_answer_was_lost_are_sent(
     cli.ok("sync")
 
     server = {r["payload"]["messages"][0]["content"]: r for r in emulator.state.list_records(ds) if r["payload"].get("messages")}
-    assert set(server) == {"A"} or ("B" not in server and "A" in server)
+    assert "B" not in server and "A" in server
     assert server["A"]["properties"] == {"reviewed": True}
     assert len(emulator.state.list_records(ds)) == 2  # the seed record and A: B is deleted
     status = cli.json("status")
@@ -218,7 +217,8 @@ def test_records_sliding_between_pages_are_not_taken_for_deleted(
     assert cli.json("conflicts") == []
     local = {r["id"] for r in cli.json("records", "--dataset", ds)}
     assert set(slid[2:]) <= local, "a plain pull dropped live records"
-    assert local == set(server_records(sdk, ds))
+    cli.ok("sync")  # a quiet sync: what was deleted while the pages were read goes too
+    assert {r["id"] for r in cli.json("records", "--dataset", ds)} == set(server_records(sdk, ds))
 
 
 def test_a_create_whose_answer_was_lost_is_not_sent_twice_when_pages_shift(
@@ -334,7 +334,7 @@ def test_sql_blobs_and_read_only_pragmas(cli: Cli, emulator: EmulatorServer, dat
     assert "disk I/O" not in refused.stderr
 
 
-# ------------------------------------------------------------------ also: concurrent teammate via threads
+# ------------------------------------------------------------------ also: one PUT of two failing
 
 
 def test_parts_sent_are_the_ones_the_log_says(
@@ -352,4 +352,3 @@ def test_parts_sent_are_the_ones_the_log_says(
     assert server is not None
     assert states == {"payload": "pushed", "properties": "pending"}
     assert server["payload"] == {"messages": []} and "x" not in server["properties"]
-    assert threading.active_count() >= 1 and PAYLOAD
