@@ -101,7 +101,7 @@ def test_edits_to_creates_whose_answer_was_lost_are_sent(
 def test_each_part_is_pushed_against_the_value_seen_when_it_was_edited(
     cli: Cli, emulator: EmulatorServer, sdk: Mistral, dataset: Callable[..., str], tmp_path: Path
 ) -> None:
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     before = on_server(emulator, rid)
     assert before is not None
     old_label = before["properties"].get("label", "unlabelled")
@@ -126,7 +126,7 @@ def test_each_part_is_pushed_against_the_value_seen_when_it_was_edited(
 def test_editing_on_top_of_a_payload_you_were_shown_is_no_conflict(
     cli: Cli, emulator: EmulatorServer, sdk: Mistral, dataset: Callable[..., str], tmp_path: Path
 ) -> None:
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     cli.ok("set", rid, "label=mine")  # a pending properties edit on the record
     theirs = {"messages": [{"role": "user", "content": "their payload"}]}
     sdk.beta.observability.datasets.records.update_payload(dataset_record_id=rid, payload=theirs)
@@ -145,7 +145,7 @@ def test_editing_on_top_of_a_payload_you_were_shown_is_no_conflict(
 def test_a_merged_push_that_fails_half_way_loses_no_key(
     cli: Cli, emulator: EmulatorServer, sdk: Mistral, adversary: Any, dataset: Callable[..., str], tmp_path: Path
 ) -> None:
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     cli.ok("edit", rid, "--payload-file", write_json(tmp_path / "p.json", {"messages": []}))
     cli.ok("set", rid, "a=LOCAL")
     props = on_server(emulator, rid)["properties"]  # type: ignore[index]
@@ -165,7 +165,7 @@ def test_a_merged_push_that_fails_half_way_loses_no_key(
 def test_an_edit_made_while_a_merged_put_is_on_the_wire_keeps_every_key(
     cli: Cli, emulator: EmulatorServer, sdk: Mistral, adversary: Any, dataset: Callable[..., str]
 ) -> None:
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     cli.ok("set", rid, "a=LOCAL")
     props = on_server(emulator, rid)["properties"]  # type: ignore[index]
     sdk.beta.observability.datasets.records.update_properties(dataset_record_id=rid, properties={**props, "b": "TEAMMATE"})
@@ -252,7 +252,7 @@ def test_a_create_whose_answer_was_lost_is_not_sent_twice_when_pages_shift(
 def test_a_change_that_keeps_updated_at_is_noticed(
     cli: Cli, emulator: EmulatorServer, adversary: Any, dataset: Callable[..., str], sdk: Mistral
 ) -> None:
-    ds, (rid, other) = one_record(dataset, emulator, cli, n=2)
+    _ds, (rid, other) = one_record(dataset, emulator, cli, n=2)
     adversary.set_clock(freeze_updated_at=True)
     props = on_server(emulator, rid)["properties"]  # type: ignore[index]
     stamp = on_server(emulator, rid)["updated_at"]  # type: ignore[index]
@@ -280,7 +280,7 @@ def test_a_change_that_keeps_updated_at_is_noticed(
 def test_resolve_ours_against_a_remote_that_kept_its_stamp_converges(
     cli: Cli, emulator: EmulatorServer, adversary: Any, dataset: Callable[..., str], sdk: Mistral
 ) -> None:
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     adversary.set_clock(freeze_updated_at=True)
     cli.ok("set", rid, "label=mine")
     props = on_server(emulator, rid)["properties"]  # type: ignore[index]
@@ -342,7 +342,7 @@ def test_parts_sent_are_the_ones_the_log_says(
 ) -> None:
     """One PUT of two fails for good: the log says pushed for the one on the server and
     pending for the other, never pushed for both."""
-    ds, (rid,) = one_record(dataset, emulator, cli)
+    _ds, (rid,) = one_record(dataset, emulator, cli)
     cli.ok("edit", rid, "--payload-file", write_json(tmp_path / "p.json", {"messages": []}))
     cli.ok("set", rid, "x=1")
     adversary.add(Rule("PUT", RECORD_PUTS, record_id=rid, skip=1, times=None, effect="fail_before", status=503))
