@@ -799,8 +799,7 @@ def dataset_gone(conn: sqlite3.Connection, dataset_id: str) -> tuple[int, int]:
     for (rid,) in conn.execute(
         "SELECT record_id FROM working WHERE dataset_id = ? AND is_create = 1", (dataset_id,)
     ).fetchall():
-        if Kind.CREATE in _open_kinds(conn, rid, ChangeState.IN_FLIGHT):
-            continue  # it may have landed before the dataset went; nothing to do but wait
+        # one whose answer was lost may have landed, but then it went with its dataset
         create_rejected(conn, rid, f"dataset {dataset_id} was deleted on the server")
     conn.execute("UPDATE datasets SET tracked = 0 WHERE id = ?", (dataset_id,))
     return removed, conflicts
