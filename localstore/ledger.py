@@ -38,6 +38,7 @@ from .store import upsert_mirror_rows
 from .timeutil import now_ts
 
 PARTS = ("payload", "properties")
+CREATE_UNCONFIRMED = "create-unconfirmed"  # the conflict of a create that may have landed
 
 
 class Kind(StrEnum):
@@ -168,14 +169,20 @@ def datasets_creating(conn: sqlite3.Connection) -> set[str]:
     }
 
 
-def creates_in_flight(conn: sqlite3.Connection, dataset_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(record id, POSTed body) of creates whose outcome is not known yet, oldest first."""
-    sql = "SELECT record_id, body FROM changes WHERE kind = 'create' AND state = 'in_flight'"
+def creates_in_flight(
+    conn: sqlite3.Connection, dataset_id: str | None = None, *, undecided_only: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """(record id, POSTed body) of creates whose outcome is not known yet, oldest first;
+    ``undecided_only`` leaves out those already flagged as possibly landed."""
+    sql = """SELECT c.record_id, c.body FROM changes AS c JOIN working AS w ON w.record_id = c.record_id
+             WHERE c.kind = 'create' AND c.state = 'in_flight'"""
     params: tuple[Any, ...] = ()
     if dataset_id is not None:
-        sql += " AND dataset_id = ?"
+        sql += " AND c.dataset_id = ?"
         params = (dataset_id,)
-    return [(rid, json.loads(body)) for rid, body in conn.execute(sql + " ORDER BY id", params)]
+    if undecided_only:
+        sql += " AND w.state = 'pending'"
+    return [(rid, json.loads(body)) for rid, body in conn.execute(sql + " ORDER BY c.id", params)]
 
 
 def conflict_count(conn: sqlite3.Connection) -> int:
@@ -479,11 +486,13 @@ def revert(conn: sqlite3.Connection, rid: str) -> None:
     if working is None and not rejected:
         raise UsageError(f"record {rid} has no local changes to revert")
     in_flight = _open_kinds(conn, rid, ChangeState.IN_FLIGHT)
-    if Kind.CREATE in in_flight:
+    unconfirmed = working is not None and working["state"] == RecordState.CONFLICT
+    if Kind.CREATE in in_flight and not unconfirmed:
         raise UsageError(f"record {rid} is being created on the server; revert it after the next sync")
-    if in_flight:
+    if in_flight and not unconfirmed:
         raise UsageError(f"record {rid} is being sent by a running sync; revert it when the sync ends")
-    _close(conn, rid, ChangeState.REVERTED, states=(ChangeState.PENDING, ChangeState.REJECTED))
+    _close(conn, rid, ChangeState.REVERTED,
+           states=(ChangeState.PENDING, ChangeState.REJECTED, ChangeState.IN_FLIGHT))
     conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
     conn.execute("DELETE FROM mirror WHERE id = ? AND deleted_at IS NOT NULL", (rid,))
 
@@ -729,6 +738,10 @@ def create_landed(conn: sqlite3.Connection, rid: str, record: Any) -> str:
     conn.execute("UPDATE changes SET record_id = ? WHERE record_id = ?", (new, rid))
     conn.execute("UPDATE judgement_runs SET record_id = ? WHERE record_id = ?", (new, rid))
     conn.execute("UPDATE working SET record_id = ? WHERE record_id = ?", (new, rid))
+    conn.execute(
+        "UPDATE working SET state = 'pending', conflict_parts = NULL, detected_at = NULL WHERE record_id = ?",
+        (new,),
+    )
     _close(conn, new, ChangeState.PUSHED, kinds=[Kind.CREATE], states=(ChangeState.IN_FLIGHT,))
     working = _working(conn, new)
     if working is None:
@@ -766,6 +779,18 @@ def create_rejected(conn: sqlite3.Connection, rid: str, message: str) -> None:
     conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
 
 
+def create_unconfirmed(conn: sqlite3.Connection, rid: str) -> None:
+    """A create whose answer was lost, while the server shows new records none of which
+    is exactly what was POSTed: one may be it, changed since by someone else. Sending
+    it again could make a duplicate, forgetting it could lose it: the user decides
+    (``resolve --theirs``: it landed, drop it here; ``--ours``: send it again)."""
+    conn.execute(
+        """UPDATE working SET state = 'conflict', conflict_parts = ?, detected_at = ?
+           WHERE record_id = ? AND state = 'pending'""",
+        (canonical([CREATE_UNCONFIRMED]), now_ts(), rid),
+    )
+
+
 def create_not_landed(conn: sqlite3.Connection, rid: str) -> None:
     """Confirmed that an in-flight create never reached the server: it is a pending
     create again, folding in the edits made meanwhile (or dropped if deleted since)."""
@@ -781,7 +806,8 @@ def create_not_landed(conn: sqlite3.Connection, rid: str) -> None:
     _close(conn, rid, ChangeState.SUPERSEDED, "folded into the create", kinds=PARTS)
     conn.execute(
         """UPDATE working SET base_payload = NULL, base_properties = NULL,
-               base_payload_at = NULL, base_properties_at = NULL WHERE record_id = ?""",
+               base_payload_at = NULL, base_properties_at = NULL,
+               state = 'pending', conflict_parts = NULL, detected_at = NULL WHERE record_id = ?""",
         (rid,),
     )
     _log(conn, rid, working["dataset_id"], Kind.CREATE, _create_body(conn, rid), None)
@@ -809,8 +835,10 @@ def dataset_gone(conn: sqlite3.Connection, dataset_id: str) -> tuple[int, int]:
 
 
 def resolve_theirs(conn: sqlite3.Connection, rid: str) -> None:
-    """Drop the local side of a conflict; the record is what the server has."""
-    _close(conn, rid, ChangeState.REVERTED, "resolved --theirs")
+    """Drop the local side of a conflict; the record is what the server has (for a
+    create that may have landed: it is taken as landed, and forgotten here)."""
+    _close(conn, rid, ChangeState.REVERTED, "resolved --theirs",
+           states=(ChangeState.PENDING, ChangeState.IN_FLIGHT))
     conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
     conn.execute("DELETE FROM mirror WHERE id = ? AND deleted_at IS NOT NULL", (rid,))
 

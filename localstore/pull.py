@@ -259,6 +259,11 @@ def _adopt(conn: sqlite3.Connection, dataset_id: str) -> dict[str, Any]:
                 adopted[rid] = record
                 del candidates[index]
                 break
+    if candidates:
+        # new records, none exactly what was POSTed: one may be a create of ours that
+        # someone changed since; once mirrored they would never be candidates again
+        for rid, _ in ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
+            ledger.create_unconfirmed(conn, rid)
     return adopted
 
 
@@ -345,25 +350,25 @@ def confirm_creates(
     listings are complete and hold the same records (but those the caller deleted in
     between), and neither holds the create, it never landed and becomes a pending create
     again. Returns (adopted, problems)."""
-    if not ledger.creates_in_flight(store.conn, dataset_id):
+    if not ledger.creates_in_flight(store.conn, dataset_id, undecided_only=True):
         return 0, []
     if not first.complete:
         return 0, [_unconfirmed(store, dataset_id, "its listing did not add up")]
     second = list_dataset(store, client, dataset_id, concurrency=concurrency, label="check")
     applied = apply_listing(store, second, exclude=exclude)
-    left = ledger.creates_in_flight(store.conn, dataset_id)
+    left = ledger.creates_in_flight(store.conn, dataset_id, undecided_only=True)
     if not left:
         return len(applied.adopted), []
     if not second.complete or second.ids != first.ids - frozenset(deleted_meanwhile):
         return len(applied.adopted), [_unconfirmed(store, dataset_id, "records moved while it was listed")]
     with store.transaction() as conn:
-        for rid, _ in ledger.creates_in_flight(conn, dataset_id):
+        for rid, _ in ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
             ledger.create_not_landed(conn, rid)
     return len(applied.adopted), []
 
 
 def _unconfirmed(store: Store, dataset_id: str, why: str) -> str:
-    n = len(ledger.creates_in_flight(store.conn, dataset_id))
+    n = len(ledger.creates_in_flight(store.conn, dataset_id, undecided_only=True))
     return (
         f"{n} create(s) in dataset {dataset_id} whose answer was lost could not be confirmed "
         f"({why}); they were not sent again: run sync again"

@@ -4,12 +4,14 @@ local side's change-log entries stay in the log whatever is chosen."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any, Literal
 
 from . import ledger
 from .edits import resolve_record_id, validate_object
 from .errors import UsageError
-from .ledger import RecordState
+from .ledger import CREATE_UNCONFIRMED, RecordState
 from .merge import Content, rebase_local
 from .store import Store
 
@@ -39,6 +41,11 @@ def resolve(
                 validate_object(merged[part], f"the merged file's {part}")
     with store.transaction() as conn:
         rid = resolve_record_id(conn, record_id)
+        parts = conn.execute(
+            "SELECT conflict_parts FROM working WHERE record_id = ? AND state = 'conflict'", (rid,)
+        ).fetchone()
+        if parts is not None and json.loads(parts[0] or "[]") == [CREATE_UNCONFIRMED]:
+            return _resolve_unconfirmed_create(conn, rid, choice, merged)
         works = ledger.load_work(conn, [rid], state=RecordState.CONFLICT)
         if not works:
             raise UsageError(f"record {rid} has no open conflict; `localstore conflicts` lists them")
@@ -64,3 +71,17 @@ def resolve(
             return ledger.recreate(conn, rid, target)
         ledger.restart(conn, rid, remote, target)
         return rid
+
+
+def _resolve_unconfirmed_create(
+    conn: sqlite3.Connection, rid: str, choice: Choice, merged: dict[str, Any] | None
+) -> str:
+    """A create that may have landed: ``--theirs`` takes it as landed (forgotten here),
+    ``--ours`` sends it again, ``--file`` sends the file's content."""
+    if choice == "theirs":
+        ledger.resolve_theirs(conn, rid)
+        return rid
+    ledger.create_not_landed(conn, rid)
+    if choice == "file" and merged is not None:
+        ledger.edit(conn, rid, merged.get("payload"), merged.get("properties"))
+    return rid

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import ledger
+from . import pull as pull_module
 from .errors import ApiError, NotFoundError, RequestRejectedError, TransportError
 from .ledger import InFlight, PartOutcome
 from .merge import Content
@@ -201,14 +202,14 @@ class _Run:
         )
 
     def _should_list(self, dataset_id: str, edits: set[str]) -> bool:
-        """A listing costs one request per 100 records, a GET one per record; creates
+        """A listing costs one request per page of records, a GET one per record; creates
         whose answer was lost need the listing to be recognised."""
         if ledger.creates_in_flight(self.store.conn, dataset_id):
             return True
         if not edits:
             return False
         mirrored = self.store.scalar("SELECT count(*) FROM mirror WHERE dataset_id = ?", (dataset_id,))
-        return -(-mirrored // 100) <= len(edits)
+        return -(-mirrored // pull_module.PAGE_SIZE) <= len(edits)
 
     # ------------------------------------------------------------ remote state
 
@@ -253,7 +254,7 @@ class _Run:
         return True
 
     def _confirm_creates(self, dataset_id: str, listed: Listed) -> None:
-        if not ledger.creates_in_flight(self.store.conn, dataset_id):
+        if not ledger.creates_in_flight(self.store.conn, dataset_id, undecided_only=True):
             return
         # our own deletes must not make the second listing differ from the first
         self._drain(wait_all=True)
