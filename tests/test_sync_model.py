@@ -277,6 +277,7 @@ def make_machine(server: EmulatorServer, api_key: str, figures: Figures) -> type
             self.counter = 0
             self.kills = 0
             self.created = dict.fromkeys(STORES, 0)
+            self.known: dict[str, set[str]] = {name: set() for name in STORES}
             self.dataset_gone = False
             with self.log.teammate():
                 self.dataset = server.state.create_dataset(f"model-{self.tmp.name}", "model test")["id"]
@@ -340,8 +341,19 @@ def make_machine(server: EmulatorServer, api_key: str, figures: Figures) -> type
                     seen[part] = self.log.version_of(rid, part, value)
             return seen
 
+        def check_nothing_vanished(self, name: str) -> None:
+            """A record the store knew and the server still has is still in the store:
+            absence from a listing is no proof of a delete."""
+            mirrored = {r[0] for r in self.stores[name].conn.execute("SELECT id FROM mirror WHERE deleted_at IS NULL")}
+            live = set(self.server_ids())
+            vanished = (live & self.known[name]) - mirrored
+            assert not vanished, f"store {name} lost records the server still has: {sorted(vanished)}"
+            self.known[name] |= mirrored
+
         def after_step(self, name: str | None = None) -> None:
             figures.steps += 1
+            for store_name in STORES:
+                self.check_nothing_vanished(store_name)
             for store_name, store in self.stores.items():
                 mapping = dict(store.conn.execute("SELECT provisional_id, server_id FROM id_map").fetchall())
                 self.oracle.rekey(store_name, mapping)
