@@ -409,12 +409,15 @@ def demo(ctx: Context) -> None:
 
 # ------------------------------------------------------------------ command modules
 
+from .cli_browse import browse, search  # noqa: E402
 from .cli_files import checkout, watch  # noqa: E402
 from .cli_judge import judge  # noqa: E402
 
 cli.add_command(checkout)
 cli.add_command(watch)
 cli.add_command(judge)
+cli.add_command(search)
+cli.add_command(browse)
 
 
 # ------------------------------------------------------------------ entry point

@@ -20,12 +20,13 @@ from typing import Any, Protocol
 
 from .errors import StoreError, SyncInProgressError
 from .jsonutil import canonical
+from .search_schema import FTS_MIGRATION
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {1: FTS_MIGRATION}
 
 
 class RecordLike(Protocol):

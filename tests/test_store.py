@@ -157,22 +157,22 @@ def test_an_older_store_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     path = tmp_path / "store.db"
     with Store.open(path) as opened:
         _fill(opened, 3)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
         {
-            1: """ALTER TABLE datasets ADD COLUMN color TEXT NOT NULL DEFAULT 'blue';
+            SCHEMA_VERSION: """ALTER TABLE datasets ADD COLUMN color TEXT NOT NULL DEFAULT 'blue';
                   CREATE INDEX datasets_by_color ON datasets (color);"""
         },
     )
     with Store.open(path) as opened:
-        assert opened.scalar("PRAGMA user_version") == 2
+        assert opened.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1
         assert opened.scalar("SELECT color FROM datasets WHERE id = ?", (DATASET,)) == "blue"
         assert opened.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'datasets_by_color'") == 1
         assert opened.scalar("SELECT count(*) FROM records") == 3
-    with Store.open(path) as opened:  # already at 2: the migration does not run again
-        assert opened.scalar("PRAGMA user_version") == 2
+    with Store.open(path) as opened:  # already migrated: the migration does not run again
+        assert opened.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1
 
 
 def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,17 +180,17 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest
     with Store.open(path) as opened:
         _fill(opened, 3)
     before = dump(path)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(
         store_module,
         "MIGRATIONS",
-        {1: "ALTER TABLE datasets ADD COLUMN color TEXT; ALTER TABLE no_such_table ADD COLUMN x;"},
+        {SCHEMA_VERSION: "ALTER TABLE datasets ADD COLUMN color TEXT; ALTER TABLE no_such_table ADD COLUMN x;"},
     )
     with pytest.raises((sqlite3.Error, StoreError)):
         Store.open(path)
     assert dump(path) == before
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 # ------------------------------------------------------------------ the sync lock
