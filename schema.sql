@@ -180,13 +180,19 @@ WHERE j.id = (SELECT MAX(k.id) FROM judgement_runs AS k
 -- payload whose `messages` is not a list, one row (idx and role NULL) holding every
 -- string in the payload, one per line.
 CREATE VIEW search_source AS
-SELECT r.id AS record_id, r.dataset_id, j.key AS idx, json_extract(j.value, '$.role') AS role,
-       CASE json_type(j.value, '$.content')
-           WHEN 'text' THEN json_extract(j.value, '$.content')
-           WHEN 'array' THEN (
-               SELECT group_concat(COALESCE(json_extract(p.value, '$.text'), p.value), char(10))
-               FROM json_each(j.value, '$.content') AS p
-               WHERE p.type = 'text' OR json_type(p.value, '$.text') = 'text')
+SELECT r.id AS record_id, r.dataset_id, j.key AS idx,
+       CASE j.type WHEN 'object' THEN json_extract(j.value, '$.role') END AS role,
+       CASE j.type WHEN 'object' THEN
+           CASE json_type(j.value, '$.content')
+               WHEN 'text' THEN json_extract(j.value, '$.content')
+               WHEN 'array' THEN (
+                   SELECT group_concat(
+                              CASE p.type WHEN 'text' THEN p.value ELSE json_extract(p.value, '$.text') END,
+                              char(10))
+                   FROM json_each(j.value, '$.content') AS p
+                   WHERE CASE p.type WHEN 'text' THEN 1
+                                     WHEN 'object' THEN json_type(p.value, '$.text') = 'text' END)
+           END
        END AS content
 FROM records AS r, json_each(r.payload, '$.messages') AS j
 WHERE j.fullkey LIKE '$.messages[%'
@@ -215,9 +221,9 @@ CREATE VIRTUAL TABLE search_fts USING fts5(
     content = 'search_docs', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
 );
 
--- Recompute a record's rows whenever what `records` shows of it may have changed. An
--- update that leaves these columns as they were (a pull re-listing an unchanged record,
--- a properties edit) costs nothing.
+-- Recompute a record's rows whenever what `records` shows of it may have changed. A
+-- change that cannot change its text (a pull re-listing an unchanged record, a working
+-- copy that only edits properties) costs nothing.
 CREATE TRIGGER search_mirror_insert AFTER INSERT ON mirror BEGIN
     INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
     SELECT 'delete', id, content, record_id, dataset_id, idx, role FROM search_docs
@@ -255,7 +261,10 @@ CREATE TRIGGER search_mirror_delete AFTER DELETE ON mirror BEGIN
     INSERT INTO search_fts (rowid, content, record_id, dataset_id, idx, role)
     SELECT id, content, record_id, dataset_id, idx, role FROM search_docs WHERE record_id = old.id;
 END;
-CREATE TRIGGER search_working_insert AFTER INSERT ON working BEGIN
+CREATE TRIGGER search_working_insert AFTER INSERT ON working
+WHEN new.payload IS NOT NULL OR new.deleted = 1 OR new.is_create = 1
+  OR NOT EXISTS (SELECT 1 FROM mirror WHERE id = new.record_id AND deleted_at IS NULL)
+BEGIN
     INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
     SELECT 'delete', id, content, record_id, dataset_id, idx, role FROM search_docs
     WHERE record_id = new.record_id;
@@ -284,7 +293,10 @@ BEGIN
     SELECT id, content, record_id, dataset_id, idx, role FROM search_docs
     WHERE record_id IN (old.record_id, new.record_id);
 END;
-CREATE TRIGGER search_working_delete AFTER DELETE ON working BEGIN
+CREATE TRIGGER search_working_delete AFTER DELETE ON working
+WHEN old.payload IS NOT NULL OR old.deleted = 1 OR old.is_create = 1
+  OR NOT EXISTS (SELECT 1 FROM mirror WHERE id = old.record_id AND deleted_at IS NULL)
+BEGIN
     INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
     SELECT 'delete', id, content, record_id, dataset_id, idx, role FROM search_docs
     WHERE record_id = old.record_id;
