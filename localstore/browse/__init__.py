@@ -136,8 +136,13 @@ def make_datasette(path: Path) -> Datasette:
         from datasette.plugins import pm
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
+    import datasette.handle_exception
+
     from . import plugin
 
+    # Datasette prints every error, a 404 included, as a rich traceback with the local
+    # variables of each frame: keep the terminal to real errors, without the locals
+    datasette.handle_exception.rich = None  # type: ignore[attr-defined]
     if not pm.is_registered(plugin):
         pm.register(plugin, name="localstore")
     path = path.resolve()

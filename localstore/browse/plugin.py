@@ -55,6 +55,17 @@ def render_cell(
         return markupsafe.Markup('<a class="ls-summary" href="{}">{}</a>').format(
             conversation_path(datasette, row["id"]), payload_summary(value)
         )
+    if column == "properties" and value.startswith("{"):
+        try:
+            properties = json.loads(value)
+        except ValueError:
+            return None
+        return markupsafe.Markup(" ").join(
+            markupsafe.Markup('<span class="ls-prop"><b>{}</b>=<span>{}</span></span>').format(
+                key, item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+            )
+            for key, item in sorted(properties.items())
+        )
     if column == "snippet" and MARK_OPEN in value:
         # everything escaped, then only the marks FTS5 snippet() added turned back on
         escaped = str(markupsafe.escape(value))
@@ -89,6 +100,33 @@ def permission_allowed(datasette: Any, actor: Any, action: str, resource: Any) -
         if resource[1] in hidden_views:
             return False
     return None
+
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@hookimpl
+def asgi_wrapper(datasette: Any) -> Any:
+    """Every request that is not a read gets 405, before Datasette sees it."""
+
+    def wrap(app: Any) -> Any:
+        async def read_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] not in READ_METHODS:
+                more = True
+                while more:  # read the body out, so the connection stays usable
+                    message = await receive()
+                    more = message.get("type") == "http.request" and message.get("more_body", False)
+                await send({
+                    "type": "http.response.start", "status": 405,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET, HEAD")],
+                })
+                await send({"type": "http.response.body", "body": b"localstore browse is read-only\n"})
+                return
+            await app(scope, receive, send)
+
+        return read_only
+
+    return wrap
 
 
 # ------------------------------------------------------------------ the conversation page

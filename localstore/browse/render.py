@@ -58,7 +58,7 @@ def render_content(content: Any) -> markupsafe.Markup:
     return _json_block(content)
 
 
-def payload_summary(payload_text: str, width: int = 160) -> str:
+def payload_summary(payload_text: str, width: int = 100) -> str:
     """One line for a table cell: how many messages, and the start of the first user turn."""
     try:
         payload = json.loads(payload_text)
