@@ -661,12 +661,15 @@ def demo(click_ctx: click.Context, keep: bool) -> None:
 
 # ------------------------------------------------------------------ command modules
 
+from .cli_browse import browse, search  # noqa: E402
 from .cli_files import checkout, watch  # noqa: E402
 from .cli_judge import judge  # noqa: E402
 
 cli.add_command(checkout)
 cli.add_command(watch)
 cli.add_command(judge)
+cli.add_command(search)
+cli.add_command(browse)
 
 
 # ------------------------------------------------------------------ entry point

@@ -37,6 +37,7 @@ __all__ = [
     "IdMapRow",
     "JudgementRunRow",
     "MirrorRow",
+    "SearchDocRow",
     "SyncRunRow",
     "WorkingRow",
     "engine",
@@ -233,6 +234,21 @@ class JudgementRunRow(SQLModel, table=True):
     record_updated_at: str | None = _column(TEXT, nullable=True)
 
 
+class SearchDocRow(SQLModel, table=True):
+    """A text the full-text index holds: a message of a record, or the strings of a
+    payload that has no messages list (``idx`` and ``role`` None). Query the index
+    itself, ``search_fts``, with SQL: it has no model."""
+
+    __tablename__ = "search_docs"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=INTEGER)
+    record_id: str = _column(TEXT)
+    dataset_id: str = _column(TEXT)
+    idx: int | None = _column(INTEGER, nullable=True)
+    role: str | None = _column(TEXT, nullable=True)
+    content: str = _column(TEXT)
+
+
 TABLES: tuple[type[SQLModel], ...] = (
     DatasetRow,
     MirrorRow,
@@ -241,6 +257,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     IdMapRow,
     SyncRunRow,
     JudgementRunRow,
+    SearchDocRow,
 )
 
 # ------------------------------------------------------------------ sessions

@@ -20,17 +20,21 @@ from typing import Any, Protocol
 
 from .errors import StoreError, SyncInProgressError
 from .jsonutil import canonical
+from .search_schema import FTS_MIGRATION
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 
 # Migrations from version N to N+1, applied in order inside one transaction each. They
-# change tables only: views (and triggers) are derived, so every migration drops them
-# all and creates them again from schema.sql.
+# change tables; views and triggers are derived and made anew from schema.sql after
+# each one (a migration that rebuilds a table drops the views that read it first).
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: a base per part (payload, properties) instead of one per record; what a
     # merged push actually sent; conflict parts named by JSON Pointer.
     1: """
+DROP VIEW IF EXISTS records;
+DROP VIEW IF EXISTS messages;
+DROP VIEW IF EXISTS conflicts;
 CREATE TABLE working_v2 (
     record_id          TEXT PRIMARY KEY,
     dataset_id         TEXT NOT NULL REFERENCES datasets (id),
@@ -65,6 +69,8 @@ ALTER TABLE working_v2 RENAME TO working;
 CREATE INDEX working_by_dataset ON working (dataset_id);
 ALTER TABLE changes ADD COLUMN sent TEXT;
 """,
+    # 2 -> 3: the full-text search index (localstore.search_schema)
+    2: FTS_MIGRATION,
 }
 
 
@@ -175,11 +181,13 @@ class Store:
             return
         while version < SCHEMA_VERSION:
             with self.transaction():
-                _drop_derived(self.conn)
                 for statement in _split_sql(MIGRATIONS[version]):
                     self.conn.execute(statement)
                 version += 1
                 self.conn.execute(f"PRAGMA user_version = {version}")
+                # views and triggers are derived: schema.sql's, made anew after each step
+                # (the next migration may read them)
+                _drop_derived(self.conn)
                 _create_derived(self.conn)
 
     def close(self) -> None:

@@ -53,12 +53,12 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    }
+    """Tables, less SQLite's own and the FTS5 virtual tables with their shadow tables."""
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    virtual = [name for name, sql in rows if sql.upper().startswith("CREATE VIRTUAL TABLE")]
+    return {name for name, _ in rows if not any(name.startswith(v) for v in virtual)}
 
 
 def _model_tables() -> dict[str, sa.Table]:

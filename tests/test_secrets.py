@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from pathlib import Path
 
+import httpx
 import pytest
 from test_bad_input import base_env, localstore, snapshot
 from test_cli_errors import (
@@ -194,6 +195,10 @@ def test_every_command_keeps_the_key_out_of_output_and_files(
     run("sql", "--csv", "select * from changes")
     run("judge", rids[0], "--judge-file", "j.json", "--json")
     run("checkout", str(folder), "--json")
+    run("search", "new OR fresh OR reviewed", "--json")
+    run("search", "new", "--limit", "1")
+    _browse_briefly(tmp_path, db, env, outputs)
+    covered.add("browse")
     _watch_briefly(tmp_path, db, folder, env, emulator, rids[5], marker, outputs)
     covered.add("watch")
     _emulator_briefly(tmp_path, env, marker, outputs)
@@ -257,6 +262,35 @@ def _watch_briefly(
     stderr = proc.stderr.read() if proc.stderr else ""
     outputs.append(("watch", "".join(lines) + stderr))
     assert proc.returncode == 0, stderr
+
+
+def _browse_briefly(tmp: Path, db: Path, env: dict[str, str], outputs: list[tuple[str, str]]) -> None:
+    """`localstore browse` on a free port: its pages and what it printed are checked too."""
+    pytest.importorskip("datasette")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localstore", "--db", str(db), "browse", "--port", "0"],
+        env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("read-only at" in line for line in lines), "browse to start", WAIT)
+        url = next(line for line in lines if "read-only at" in line).split("read-only at ")[1].split()[0]
+        with httpx.Client(base_url=url, timeout=WAIT) as http:
+            for page in ("/", f"/{db.stem}", f"/{db.stem}/records", "/-/metadata.json", "/-/settings.json",
+                         "/-/versions.json", f"/{db.stem}/search?q=new", "/-/conversation/nope"):
+                outputs.append((f"browse: GET {page}", http.get(page).text))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(WAIT)
+        reader.join(WAIT)
+    outputs.append(("browse", "".join(lines)))
 
 
 def _emulator_briefly(tmp: Path, env: dict[str, str], marker: Marker, outputs: list[tuple[str, str]]) -> None:

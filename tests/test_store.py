@@ -192,7 +192,7 @@ def test_a_version_1_store_gets_a_base_per_part_and_json_pointer_parts(tmp_path:
             """INSERT INTO working (record_id, dataset_id, properties, base_updated_at, base_payload,
                                     base_properties, state, conflict_parts, detected_at, created_at)
                VALUES ('00000000-0000-4000-8000-000000000000', ?, '{"a":2,"x/y":1}', 't1', '{"m":1}',
-                       '{"a":1}', 'conflict', '["payload","/properties/a","properties.x/y"]', 't2', 't2')""",
+                       '{"a":1}', 'conflict', '["payload","properties.a","properties.x/y"]', 't2', 't2')""",
             (DATASET,),
         )
         conn.execute(

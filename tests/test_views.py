@@ -20,7 +20,7 @@ TS = "2026-01-01T00:00:00.000001Z"
 
 # (SQLite's JSON functions return text up to a NUL character: contents avoid it)
 messages_strategy = st.lists(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": st.text(st.characters(exclude_characters="\x00"), max_size=5)}),
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]), "content": st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=5)}),
     max_size=3,
 )
 payloads = st.one_of(

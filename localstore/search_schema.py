@@ -1,0 +1,62 @@
+"""The full-text search index for a store made before it existed: the tables of the
+"full-text search" section of schema.sql, filled from what the store holds.
+
+This is a migration: it stays as it is once released, even when schema.sql moves on.
+The view and the triggers that keep the index in step are derived objects, which the
+store makes anew from schema.sql after every migration; this one reads a copy of that
+view as it was (a temporary view) to fill the index.
+Filling search_docs with one statement and then rebuilding search_fts is faster than
+letting the triggers index record by record.
+"""
+
+from __future__ import annotations
+
+FTS_MIGRATION = """
+-- what schema.sql's search_source view selected when this migration was written
+CREATE TEMP VIEW fts_source AS
+SELECT r.id AS record_id, r.dataset_id, j.key AS idx,
+       CASE j.type WHEN 'object' THEN json_extract(j.value, '$.role') END AS role,
+       CASE j.type WHEN 'object' THEN
+           CASE json_type(j.value, '$.content')
+               WHEN 'text' THEN json_extract(j.value, '$.content')
+               WHEN 'array' THEN (
+                   SELECT group_concat(
+                              CASE p.type WHEN 'text' THEN p.value ELSE json_extract(p.value, '$.text') END,
+                              char(10))
+                   FROM json_each(j.value, '$.content') AS p
+                   WHERE CASE p.type WHEN 'text' THEN 1
+                                     WHEN 'object' THEN json_type(p.value, '$.text') = 'text' END)
+           END
+       END AS content
+FROM main.records AS r, json_each(r.payload, '$.messages') AS j
+WHERE j.fullkey LIKE '$.messages[%'
+UNION ALL
+SELECT r.id, r.dataset_id, NULL, NULL,
+       (SELECT group_concat(t.value, char(10)) FROM json_tree(r.payload) AS t WHERE t.type = 'text')
+FROM main.records AS r
+WHERE json_type(r.payload, '$.messages') IS NOT 'array';
+
+-- What is indexed: the rows of search_source that hold text, as of the last change.
+CREATE TABLE search_docs (
+    id         INTEGER PRIMARY KEY,
+    record_id  TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    idx        INTEGER,
+    role       TEXT,
+    content    TEXT NOT NULL
+);
+CREATE INDEX search_docs_by_record ON search_docs (record_id);
+
+-- The index to query (its content is search_docs):
+--   SELECT record_id, role, snippet(search_fts, 0, '[', ']', '…', 12) FROM search_fts
+--   WHERE search_fts MATCH 'refund' ORDER BY rank
+CREATE VIRTUAL TABLE search_fts USING fts5(
+    content, record_id UNINDEXED, dataset_id UNINDEXED, idx UNINDEXED, role UNINDEXED,
+    content = 'search_docs', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+
+INSERT INTO search_docs (record_id, dataset_id, idx, role, content)
+SELECT record_id, dataset_id, idx, role, content FROM temp.fts_source WHERE content != '';
+INSERT INTO search_fts (search_fts) VALUES ('rebuild');
+DROP VIEW temp.fts_source;
+"""
