@@ -34,7 +34,14 @@ def search(ctx: Context, query: str, dataset_id: str | None, role: str | None, l
 
     QUERY is FTS5 syntax: words (all must match), "a phrase", AND, OR, NOT, prefix*,
     NEAR(a b). Prints record id, role and a snippet with the matches [marked]. The
-    index is the `search_fts` table for `localstore sql`."""
+    index is the `search_fts` table for `localstore sql`.
+
+    \b
+    Examples:
+      localstore search refund
+      localstore search '"wrong order" NOT refund' --role assistant --limit 50
+      localstore search 'escalat*' --json | jq -r '.[].record_id' | sort -u
+    """
     from .search import search as run_search
 
     styled = not as_json and sys.stdout.isatty()
@@ -62,7 +69,13 @@ def search(ctx: Context, query: str, dataset_id: str | None, role: str | None, l
 @pass_ctx
 def browse(ctx: Context, host: str, port: int, open_browser: bool) -> None:
     """Serve the store read-only as a website (Datasette): records, conversations,
-    search, conflicts. Needs the `browse` extra. Ctrl-C stops it."""
+    search, conflicts. Needs the `browse` extra. Ctrl-C stops it.
+
+    \b
+    Examples:
+      localstore browse --open
+      localstore browse --port 0     # a free port; the address is printed
+    """
     from .browse import serve
     from .store import Store
 

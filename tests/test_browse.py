@@ -147,7 +147,7 @@ def test_a_conversation_page_shows_properties_then_the_chat(site: Site, http: ht
 
 def test_pending_and_conflicted_records_say_so_on_their_page(site: Site, http: httpx.Client) -> None:
     page = http.get(_conversation(site, site.conflicted)).text
-    assert "ls-state-conflict" in page and "Conflict on payload" in page and OURS_TEXT in page
+    assert "ls-state-conflict" in page and "Conflict on /payload" in page and OURS_TEXT in page
     page = http.get(_conversation(site, site.pending)).text
     assert "ls-state-pending" in page and "reviewed-locally" in page and "<td>properties</td>" in page
 
