@@ -27,12 +27,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from . import ledger
 from .errors import NotFoundLocally
 from .ids import new_provisional_id
-from .jsonutil import canonical, json_equal
+from .jsonutil import canonical, json_equal, loads
 from .timeutil import now_ts
 
 PARTS = ("payload", "properties")
@@ -174,8 +172,8 @@ def _count(conn: sqlite3.Connection, where: str) -> int:
 
 def _loads(text: str) -> Any:
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. an integer past 64 bits
+        return loads(text)
+    except ValueError:  # stored by the standard library's path (see jsonutil.canonical)
         return json.loads(text)
 
 
