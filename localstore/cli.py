@@ -335,10 +335,12 @@ def _complete_leading_id(ctx: click.Context, param: click.Parameter, incomplete:
     return RECORD_ID.shell_complete(ctx, param, incomplete)
 
 
-def _leading_id(words: tuple[str, ...], usage: str) -> tuple[str, tuple[str, ...]]:
-    """RECORD_ID (or a unique prefix) and the words after it."""
+def _leading_id(words: tuple[str, ...], usage: str, after: str) -> tuple[str, tuple[str, ...]]:
+    """RECORD_ID (or a unique prefix) and the words after it (at least one)."""
     if "=" in words[0]:
         raise UsageError(f"give the RECORD_ID first, or --where CONDITION: `{usage}`")
+    if len(words) < 2:  # as click says of a missing argument (exit 2)
+        raise click.UsageError(f"Missing argument '{after}'.", click.get_current_context())
     return RECORD_ID.convert(words[0], None, click.get_current_context()), words[1:]
 
 
@@ -372,7 +374,7 @@ def set_(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool)
     if where is None:
         if dry_run:
             raise UsageError("--dry-run goes with --where CONDITION")
-        record_id, assignments = _leading_id(words, usage)
+        record_id, assignments = _leading_id(words, usage, "KEY=VALUE...")
         _say_edit(set_properties(ctx.store, record_id, parse_assignments(assignments)))
         return
     from .bulk import set_where
@@ -405,7 +407,7 @@ def unset(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool
     if where is None:
         if dry_run:
             raise UsageError("--dry-run goes with --where CONDITION")
-        record_id, keys = _leading_id(words, usage)
+        record_id, keys = _leading_id(words, usage, "KEY...")
         _say_edit(unset_properties(ctx.store, record_id, keys))
         return
     from .bulk import unset_where
