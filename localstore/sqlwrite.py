@@ -79,8 +79,13 @@ class _Guard:
                 return sqlite3.SQLITE_OK
             if source in _TRIGGERS and db == "temp" and arg1 == _SCRATCH and action == sqlite3.SQLITE_INSERT:
                 return sqlite3.SQLITE_OK
-            # CREATE, DROP and ALTER are first authorised as writes to the schema table
             schema = arg1 in ("sqlite_master", "sqlite_temp_master", "sqlite_schema", "sqlite_temp_schema")
+            if schema and action == sqlite3.SQLITE_UPDATE:
+                # a table-valued function (pragma_table_info…) declares itself this way;
+                # SQLite itself refuses a statement that updates the schema table
+                # (without PRAGMA writable_schema, refused here), and ALTER is asked as such
+                return sqlite3.SQLITE_OK
+            # CREATE and DROP are first authorised as writes to the schema table
             what = "changing the schema" if schema else f"{_WRITES[action]} {arg1}"
         elif action == sqlite3.SQLITE_PRAGMA:
             name = (arg1 or "").lower()
@@ -119,6 +124,13 @@ def run_write(store: Store, sql: str, params: tuple[Any, ...] = ()) -> WriteResu
         except sqlite3.Error as exc:
             if guard.refused is not None:
                 raise UsageError(f"{guard.refused} is refused: {WRITABLE}; nothing was changed") from None
+            view = re.fullmatch(r"cannot modify (\S+) because it is a view", str(exc))
+            if view:  # a view without INSTEAD OF triggers: SQLite refuses before asking
+                raise UsageError(
+                    f"the view {view.group(1)} is not writable: {WRITABLE}; nothing was changed"
+                ) from None
+            if "may not be modified" in str(exc):
+                raise UsageError(f"SQL error: {exc}: {WRITABLE}; nothing was changed") from None
             raise UsageError(f"SQL error: {exc}; nothing was changed") from None
         finally:
             conn.set_authorizer(None)

@@ -252,6 +252,7 @@ def edit_rows(draw: st.DrawFn, ids: list[str]) -> list[tuple[str, Any, Any]]:
     return [(rid, draw(st.none() | payloads), draw(st.none() | properties)) for rid in chosen]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data(), store=stores())
 def test_edit_many_is_a_loop_of_edit(data: st.DataObject, store: tuple[sqlite3.Connection, list[str]]) -> None:
@@ -265,6 +266,7 @@ def test_edit_many_is_a_loop_of_edit(data: st.DataObject, store: tuple[sqlite3.C
     assert_equivalent(conn, ids, lambda c: ledger_bulk.edit_many(c, rows), loop)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data(), store=stores())
 def test_delete_many_is_a_loop_of_delete(data: st.DataObject, store: tuple[sqlite3.Connection, list[str]]) -> None:
@@ -278,6 +280,7 @@ def test_delete_many_is_a_loop_of_delete(data: st.DataObject, store: tuple[sqlit
     assert_equivalent(conn, ids, lambda c: ledger_bulk.delete_many(c, chosen), loop)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data(), store=stores())
 def test_create_many_is_a_loop_of_create(data: st.DataObject, store: tuple[sqlite3.Connection, list[str]]) -> None:
