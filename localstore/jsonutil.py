@@ -32,9 +32,8 @@ def loads(text: str | bytes) -> Any:
     so text holding a number of 19+ digits goes to the standard library. Raises
     ``orjson.JSONDecodeError`` (a ValueError) on anything orjson refuses (NaN, 1e400,
     lone surrogates, bad syntax): callers that report errors re-parse with ``json``."""
-    if has_long_number(text):
-        return json.loads(text)
-    return orjson.loads(text)
+    long_number = (_LONG_NUMBER if isinstance(text, str) else _LONG_NUMBER_BYTES).search(text)
+    return json.loads(text) if long_number else orjson.loads(text)
 
 
 def has_long_number(text: str | bytes) -> bool:

@@ -6,7 +6,9 @@ row for row, the same transition as a loop of its per-record counterpart in one
 transaction — :func:`edit_many` is :func:`ledger.edit`, :func:`delete_many` is
 :func:`ledger.delete`, :func:`create_many` is :func:`ledger.create` — with the same base
 rules, coalescing, refusals (the first refused record in input order raises the very
-error ``ledger`` raises), and change-log entries in the same order. tests/test_ledger_bulk.py
+error ``ledger`` raises), and the same change-log entries — in the same order for each
+record; across records, edits and deletes are logged in record id order (creates in
+input order). tests/test_ledger_bulk.py
 proves it on random stores with hypothesis.
 
 Why a second module: a loop of per-record transitions costs ~10 statements per record
@@ -43,6 +45,7 @@ _SCRATCH_DDL = """CREATE TEMP TABLE IF NOT EXISTS ledger_bulk_rows (
     payload    TEXT,                  -- the new value of a part that changes (canonical)
     properties TEXT,
     route      TEXT,                  -- 'create': an unsent create; 'part': an entry per part
+    had        INTEGER,               -- route 'part': the record had a working copy already
     body       TEXT                   -- route 'create': its new create body
 )"""
 
@@ -130,35 +133,41 @@ def _route(conn: sqlite3.Connection) -> None:
     """'create': a create not sent yet (edits fold into its create entry); 'part': a
     mirrored record or a create in flight (an entry per part, a base per part)."""
     conn.execute(
-        f"""UPDATE {_SCRATCH} SET route = CASE
-                WHEN EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = rid AND w.is_create = 1)
-                 AND NOT EXISTS (SELECT 1 FROM changes AS c WHERE c.record_id = rid
-                                 AND c.kind = 'create' AND c.state = 'in_flight')
-                THEN 'create' ELSE 'part' END"""
+        f"""UPDATE {_SCRATCH} SET
+                route = CASE
+                    WHEN EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = rid AND w.is_create = 1)
+                     AND NOT EXISTS (SELECT 1 FROM changes AS c WHERE c.record_id = rid
+                                     AND c.kind = 'create' AND c.state = 'in_flight')
+                    THEN 'create' ELSE 'part' END,
+                had = EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = rid)"""
     )
 
 
-def _ensure_working(conn: sqlite3.Connection, now: str) -> None:
-    """ledger._ensure_working for every 'part' row without a working copy."""
+def _new_working(conn: sqlite3.Connection, now: str, *, with_parts: bool) -> None:
+    """ledger._ensure_working for every 'part' row without a working copy: the base of
+    each part is the mirror's. ``with_parts``: the new values too (what ``_refresh_base``
+    then the part's UPDATE give a fresh copy, in one statement). In record id order: the
+    primary key index grows at its end."""
+    parts = "b.payload, b.properties" if with_parts else "NULL, NULL"
     conn.execute(
-        f"""INSERT INTO working (record_id, dataset_id, base_payload, base_payload_at,
-                                 base_properties, base_properties_at, created_at)
-            SELECT m.id, m.dataset_id, m.payload, m.updated_at, m.properties, m.updated_at, ?
+        f"""INSERT INTO working (record_id, dataset_id, payload, properties, base_payload,
+                                 base_payload_at, base_properties, base_properties_at, created_at)
+            SELECT m.id, m.dataset_id, {parts}, m.payload, m.updated_at, m.properties, m.updated_at, ?
             FROM {_SCRATCH} AS b JOIN mirror AS m ON m.id = b.rid
-            WHERE b.route = 'part' AND NOT EXISTS (SELECT 1 FROM working AS w WHERE w.record_id = b.rid)
-            ORDER BY b.seq""",
+            WHERE b.route = 'part' AND b.had = 0
+            ORDER BY b.rid""",
         (now,),
     )
 
 
 def _refresh_base(conn: sqlite3.Connection, part: str, only_changed: bool) -> None:
-    """ledger._refresh_base (without ``seen``): a part not edited locally takes the
-    mirror's value (and its updated_at) as its base."""
+    """ledger._refresh_base (without ``seen``) for records that had a working copy: a
+    part not edited locally takes the mirror's value (and its updated_at) as its base."""
     changed = f"AND b.{part} IS NOT NULL" if only_changed else ""
     conn.execute(
         f"""UPDATE working SET base_{part} = m.{part}, base_{part}_at = m.updated_at
             FROM {_SCRATCH} AS b JOIN mirror AS m ON m.id = b.rid
-            WHERE b.rid = working.record_id AND b.route = 'part' {changed}
+            WHERE b.rid = working.record_id AND b.route = 'part' AND b.had = 1 {changed}
               AND working.{part} IS NULL"""
     )
 
@@ -237,45 +246,48 @@ def edit_many(
     )
 
     # mirrored records and creates in flight: a working copy, a base per part, an entry per part
-    _ensure_working(conn, now)
+    _new_working(conn, now, with_parts=True)
     for part in PARTS:
         _refresh_base(conn, part, only_changed=True)
         conn.execute(
             f"""UPDATE working SET {part} = b.{part} FROM {_SCRATCH} AS b
-                WHERE b.rid = working.record_id AND b.route = 'part' AND b.{part} IS NOT NULL"""
+                WHERE b.rid = working.record_id AND b.route = 'part' AND b.had = 1
+                  AND b.{part} IS NOT NULL"""
         )
+        # pending entries exist only beside a working copy (ledger drops idle copies only)
         conn.execute(
             f"""UPDATE changes SET state = 'superseded'
-                WHERE state = 'pending' AND kind = '{part}'
-                  AND record_id IN (SELECT rid FROM {_SCRATCH} WHERE route = 'part' AND {part} IS NOT NULL)"""
+                WHERE state = 'pending' AND kind = '{part}' AND record_id IN (
+                    SELECT rid FROM {_SCRATCH} WHERE route = 'part' AND had = 1 AND {part} IS NOT NULL)"""
         )
 
-    # the log, in input order (per record: create, or payload then properties)
+    # the log, per record in the order ledger.edit writes it (create, or payload then
+    # properties), records in id order: the changes_by_record index then grows in
+    # order instead of at random (3x faster on 100,000 records)
+    branches = {
+        "create": (0, "'create'", "b.body", "NULL", "b.route = 'create'"),
+        "payload": (1, "'payload'", "b.payload", "w.base_payload_at", "b.route = 'part' AND b.payload IS NOT NULL"),
+        "properties": (2, "'properties'", "b.properties", "w.base_properties_at",
+                       "b.route = 'part' AND b.properties IS NOT NULL"),
+    }
+    selects = []
+    for kind, (order, name, body, base_at, where) in branches.items():
+        if n := _count(conn, where):
+            queued.by_kind[kind] = n
+            selects.append(
+                f"""SELECT b.seq AS seq, {order} AS ord, b.rid AS rid, w.dataset_id AS dataset_id,
+                           {name} AS kind, {body} AS body, {base_at} AS base_at
+                    FROM {_SCRATCH} AS b JOIN working AS w ON w.record_id = b.rid WHERE {where}"""
+            )
+    # one kind (the usual bulk edit) is read in the order of the scratch's rid index: no sort
+    source = " UNION ALL ".join(selects) if len(selects) > 1 else selects[0] + " ORDER BY b.rid"
     conn.execute(
         f"""INSERT INTO changes (record_id, dataset_id, kind, body, base_updated_at, created_at)
-            SELECT rid, dataset_id, kind, body, base_at, ? FROM (
-                SELECT b.seq, 0 AS ord, b.rid, w.dataset_id, 'create' AS kind, b.body AS body,
-                       NULL AS base_at
-                FROM {_SCRATCH} AS b JOIN working AS w ON w.record_id = b.rid WHERE b.route = 'create'
-                UNION ALL
-                SELECT b.seq, 1, b.rid, w.dataset_id, 'payload', b.payload, w.base_payload_at
-                FROM {_SCRATCH} AS b JOIN working AS w ON w.record_id = b.rid
-                WHERE b.route = 'part' AND b.payload IS NOT NULL
-                UNION ALL
-                SELECT b.seq, 2, b.rid, w.dataset_id, 'properties', b.properties, w.base_properties_at
-                FROM {_SCRATCH} AS b JOIN working AS w ON w.record_id = b.rid
-                WHERE b.route = 'part' AND b.properties IS NOT NULL
-            ) ORDER BY seq, ord""",
+            SELECT rid, dataset_id, kind, body, base_at, ? FROM ({source})
+            {"ORDER BY rid, ord" if len(selects) > 1 else ""}""",
         (now,),
     )
     queued.records = _count(conn, "1")
-    for kind, where in (
-        ("create", "route = 'create'"),
-        ("payload", "route = 'part' AND payload IS NOT NULL"),
-        ("properties", "route = 'part' AND properties IS NOT NULL"),
-    ):
-        if n := _count(conn, where):
-            queued.by_kind[kind] = n
     conn.execute(f"DELETE FROM {_SCRATCH}")
     return queued
 
@@ -285,8 +297,8 @@ def _drop_unchanged(conn: sqlite3.Connection) -> int:
     with nothing to replace go. Returns how many rows went."""
     same: dict[str, list[tuple[int]]] = {part: [] for part in PARTS}
     cursor = conn.execute(
-        f"""SELECT b.seq, b.payload, COALESCE(w.payload, m.payload),
-                   b.properties, COALESCE(w.properties, m.properties)
+        f"""SELECT b.seq, b.payload, CASE WHEN b.payload IS NOT NULL THEN COALESCE(w.payload, m.payload) END,
+                   b.properties, CASE WHEN b.properties IS NOT NULL THEN COALESCE(w.properties, m.properties) END
             FROM {_SCRATCH} AS b
             LEFT JOIN working AS w ON w.record_id = b.rid
             LEFT JOIN mirror AS m ON m.id = b.rid"""
@@ -336,7 +348,7 @@ def delete_many(conn: sqlite3.Connection, rids: Iterable[str]) -> Queued:
             WHERE state = 'pending' AND kind IN ('payload', 'properties')
               AND record_id IN (SELECT rid FROM {_SCRATCH} WHERE route = 'part')"""
     ).fetchone()[0])
-    _ensure_working(conn, now)
+    _new_working(conn, now, with_parts=False)
     for part in PARTS:
         _refresh_base(conn, part, only_changed=False)
     conn.execute(
@@ -358,7 +370,7 @@ def delete_many(conn: sqlite3.Connection, rids: Iterable[str]) -> Queued:
             SELECT b.rid, w.dataset_id, 'delete', NULL, m.updated_at, ?
             FROM {_SCRATCH} AS b JOIN working AS w ON w.record_id = b.rid
             LEFT JOIN mirror AS m ON m.id = b.rid
-            WHERE b.route = 'part' ORDER BY b.seq""",
+            WHERE b.route = 'part' ORDER BY b.rid""",
         (now,),
     )
     deleted = total - queued.dropped_creates

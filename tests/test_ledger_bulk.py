@@ -5,7 +5,8 @@ deletes, conflicts, pending creates, creates in flight, mirrors that moved on si
 edit — get a random bulk edit, delete or create, applied through ``ledger_bulk`` on one
 copy and through a loop of ``ledger.edit``/``delete``/``create`` on another copy of the
 same store, each in one transaction. Both must leave the same ``working`` rows and the
-same ``changes`` rows (in the same order; ids, timestamps and provisional ids aside), or
+same ``changes`` rows (in the same order for each record; ids, timestamps and
+provisional ids aside), or
 both must refuse with the same error and leave the store as it was.
 """
 
@@ -186,13 +187,15 @@ def snapshot(conn: sqlite3.Connection, known: set[str]) -> tuple[list[tuple[Any,
                FROM working"""
         )
     )
-    changes = [
-        (name(r[0]), *r[1:])
+    # per record in log order; across records, bulk edits and deletes log in record id order
+    changes = sorted(
+        ((name(r[0]), r[1]), *r[2:])
         for r in conn.execute(
-            """SELECT record_id, dataset_id, kind, body, base_updated_at, state, error, pushed_at, sent
+            """SELECT record_id, id, dataset_id, kind, body, base_updated_at, state, error, pushed_at, sent
                FROM changes ORDER BY id"""
         )
-    ]
+    )
+    changes = [(record, *rest) for (record, _), *rest in changes]
     return working, changes
 
 
