@@ -319,3 +319,56 @@ BEGIN
     SELECT id, content, record_id, dataset_id, idx, role FROM search_docs
     WHERE record_id = old.record_id;
 END;
+
+-- ---------------------------------------------------------------- writing with SQL
+-- `localstore sql --write` creates these on its own connection (TEMP: they are never in
+-- the file). A write to the `records` view becomes rows of temp.sql_writes, which
+-- localstore.sqlwrite hands to the change log's owner (localstore.ledger_bulk) before
+-- the statement's transaction commits: the same queued changes as add/edit/set/rm.
+-- Another SQLite client (the sqlite3 shell, Datasette) sees no trigger, so its write to
+-- `records` fails with SQLite's "cannot modify records because it is a view" rather
+-- than landing in a scratch table that nothing would ever apply.
+CREATE TEMP TABLE IF NOT EXISTS sql_writes (
+    seq            INTEGER PRIMARY KEY,
+    op             TEXT NOT NULL,          -- 'insert', 'update' or 'delete'
+    record_id      TEXT,                   -- update, delete: the record (OLD.id)
+    dataset_id,                            -- insert: NEW.dataset_id
+    payload_set    INTEGER NOT NULL DEFAULT 0,  -- the statement gives a new payload …
+    payload,                               -- … this one (any type: checked by the owner)
+    properties_set INTEGER NOT NULL DEFAULT 0,
+    properties,
+    fixed          TEXT NOT NULL DEFAULT '' -- read-only columns the row changes (update) or gives (insert)
+);
+
+CREATE TEMP TRIGGER IF NOT EXISTS records_sql_insert INSTEAD OF INSERT ON main.records
+BEGIN
+    INSERT INTO sql_writes (op, dataset_id, payload_set, payload, properties_set, properties, fixed)
+    VALUES ('insert', NEW.dataset_id, 1, NEW.payload, NEW.properties IS NOT NULL, NEW.properties,
+            substr(CASE WHEN NEW.id IS NOT NULL THEN ', id' ELSE '' END
+                || CASE WHEN NEW.created_at IS NOT NULL THEN ', created_at' ELSE '' END
+                || CASE WHEN NEW.updated_at IS NOT NULL THEN ', updated_at' ELSE '' END
+                || CASE WHEN NEW.deleted_at IS NOT NULL THEN ', deleted_at' ELSE '' END
+                || CASE WHEN NEW.source IS NOT NULL THEN ', source' ELSE '' END
+                || CASE WHEN NEW.sync_state IS NOT NULL THEN ', sync_state' ELSE '' END, 3));
+END;
+
+CREATE TEMP TRIGGER IF NOT EXISTS records_sql_update INSTEAD OF UPDATE ON main.records
+BEGIN
+    INSERT INTO sql_writes (op, record_id, payload_set, payload, properties_set, properties, fixed)
+    VALUES ('update', OLD.id,
+            NEW.payload IS NOT OLD.payload, CASE WHEN NEW.payload IS NOT OLD.payload THEN NEW.payload END,
+            NEW.properties IS NOT OLD.properties,
+            CASE WHEN NEW.properties IS NOT OLD.properties THEN NEW.properties END,
+            substr(CASE WHEN NEW.id IS NOT OLD.id THEN ', id' ELSE '' END
+                || CASE WHEN NEW.dataset_id IS NOT OLD.dataset_id THEN ', dataset_id' ELSE '' END
+                || CASE WHEN NEW.created_at IS NOT OLD.created_at THEN ', created_at' ELSE '' END
+                || CASE WHEN NEW.updated_at IS NOT OLD.updated_at THEN ', updated_at' ELSE '' END
+                || CASE WHEN NEW.deleted_at IS NOT OLD.deleted_at THEN ', deleted_at' ELSE '' END
+                || CASE WHEN NEW.source IS NOT OLD.source THEN ', source' ELSE '' END
+                || CASE WHEN NEW.sync_state IS NOT OLD.sync_state THEN ', sync_state' ELSE '' END, 3));
+END;
+
+CREATE TEMP TRIGGER IF NOT EXISTS records_sql_delete INSTEAD OF DELETE ON main.records
+BEGIN
+    INSERT INTO sql_writes (op, record_id) VALUES ('delete', OLD.id);
+END;

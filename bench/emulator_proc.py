@@ -5,6 +5,8 @@ would be), driven by JSON lines on stdin:
     {"op": "configure", "latency_ms": L, "timestamp_format": F}   (either may be left out)
     {"op": "cpu"}                      -> {"cpu_seconds": user+sys of this process so far}
     {"op": "count", "dataset_id": D}   -> {"records": live records of D}
+    {"op": "count_property", "dataset_id": D, "key": K, "value": V}
+                                       -> {"records": live records of D whose property K is V}
 
 The first line it prints is {"url": ...}.
 """
@@ -37,6 +39,12 @@ def main() -> None:
                 answer = {"cpu_seconds": times.user + times.system}
             elif op == "count":
                 answer = {"records": len(server.state.list_records(command["dataset_id"]))}
+            elif op == "count_property":
+                key, value = command["key"], command["value"]
+                answer = {"records": sum(
+                    1 for r in server.state.list_records(command["dataset_id"])
+                    if r["properties"].get(key) == value
+                )}
             else:
                 answer = {"error": f"unknown op {op}"}
             print(json.dumps(answer), flush=True)

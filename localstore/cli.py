@@ -16,6 +16,7 @@ from .cli_ids import DATASET_ID, RECORD_ID
 from .errors import LocalstoreError, UsageError
 from .output import (
     emit_json,
+    emit_json_lines,
     emit_json_rows,
     emit_listing,
     json_option,
@@ -323,49 +324,123 @@ def _say_edit(result: Any) -> None:
         click.echo(f"no change to {result.record_id}: nothing queued")
 
 
+WHERE_HELP = "Every record matching this SQL condition on the records view (as `judge --where` takes)."
+DRY_RUN_HELP = "With --where: print how many records match and the first ids; change nothing."
+
+
+def _complete_leading_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """The first word of `set`/`unset` is a record id (unless --where)."""
+    if ctx.params.get(param.name or "") or "=" in incomplete:
+        return []
+    return RECORD_ID.shell_complete(ctx, param, incomplete)
+
+
+def _leading_id(words: tuple[str, ...], usage: str, after: str) -> tuple[str, tuple[str, ...]]:
+    """RECORD_ID (or a unique prefix) and the words after it (at least one)."""
+    if "=" in words[0]:
+        raise UsageError(f"give the RECORD_ID first, or --where CONDITION: `{usage}`")
+    if len(words) < 2:  # as click says of a missing argument (exit 2)
+        raise click.UsageError(f"Missing argument '{after}'.", click.get_current_context())
+    return RECORD_ID.convert(words[0], None, click.get_current_context()), words[1:]
+
+
+def _no_id_with_where(word: str, usage: str) -> None:
+    from .ids import is_uuid
+
+    if is_uuid(word):
+        raise UsageError(f"give RECORD_ID or --where, not both: `{usage}`")
+
+
 @cli.command(name="set")
-@click.argument("record_id", type=RECORD_ID)
-@click.argument("assignments", nargs=-1, required=True)
+@click.argument("words", nargs=-1, required=True, metavar="[RECORD_ID] KEY=VALUE...",
+                shell_complete=_complete_leading_id)
+@click.option("--where", help=WHERE_HELP)
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @pass_ctx
-def set_(ctx: Context, record_id: str, assignments: tuple[str, ...]) -> None:
+def set_(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool) -> None:
     """Set properties: KEY=VALUE (VALUE is parsed as JSON, else kept as a string).
 
+    On one record, or on every record matching --where (in one transaction: a record
+    that cannot be edited, e.g. in conflict, refuses them all).
+
     \b
-    Example:
+    Examples:
       localstore set 0d6f2b1e label=reviewed score=0.9 tags='["billing"]'
+      localstore set --where "json_extract(properties, '$.label') IS NULL" label=todo
     """
     from .edits import parse_assignments, set_properties
 
-    _say_edit(set_properties(ctx.store, record_id, parse_assignments(assignments)))
+    usage = "localstore set RECORD_ID KEY=VALUE… | set --where CONDITION KEY=VALUE…"
+    if where is None:
+        if dry_run:
+            raise UsageError("--dry-run goes with --where CONDITION")
+        record_id, assignments = _leading_id(words, usage, "KEY=VALUE...")
+        _say_edit(set_properties(ctx.store, record_id, parse_assignments(assignments)))
+        return
+    from .bulk import set_where
+    from .cli_bulk import say_bulk
+
+    _no_id_with_where(words[0], usage)
+    updates = parse_assignments(words)
+    result = set_where(ctx.store, where, updates, dry_run=dry_run)
+    say_bulk(result, f"set {', '.join(updates)} on", dry_run=dry_run)
 
 
 @cli.command()
-@click.argument("record_id", type=RECORD_ID)
-@click.argument("keys", nargs=-1, required=True)
+@click.argument("words", nargs=-1, required=True, metavar="[RECORD_ID] KEY...",
+                shell_complete=_complete_leading_id)
+@click.option("--where", help=WHERE_HELP)
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @pass_ctx
-def unset(ctx: Context, record_id: str, keys: tuple[str, ...]) -> None:
-    """Remove properties.
+def unset(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool) -> None:
+    """Remove properties, from one record or from every record matching --where
+    (records without the keys are left as they are).
 
     \b
-    Example:
+    Examples:
       localstore unset 0d6f2b1e score
+      localstore unset --where "dataset_id = '3fa85f64-5717-4562-b3fc-2c963f66afa6'" score
     """
     from .edits import unset_properties
 
-    _say_edit(unset_properties(ctx.store, record_id, keys))
+    usage = "localstore unset RECORD_ID KEY… | unset --where CONDITION KEY…"
+    if where is None:
+        if dry_run:
+            raise UsageError("--dry-run goes with --where CONDITION")
+        record_id, keys = _leading_id(words, usage, "KEY...")
+        _say_edit(unset_properties(ctx.store, record_id, keys))
+        return
+    from .bulk import unset_where
+    from .cli_bulk import say_bulk
+
+    _no_id_with_where(words[0], usage)
+    result = unset_where(ctx.store, where, words, dry_run=dry_run)
+    say_bulk(result, f"unset {', '.join(words)} on", dry_run=dry_run)
 
 
 @cli.command()
-@click.argument("record_ids", nargs=-1, required=True, type=RECORD_ID)
+@click.argument("record_ids", nargs=-1, type=RECORD_ID)
+@click.option("--where", help=WHERE_HELP)
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
 @pass_ctx
-def rm(ctx: Context, record_ids: tuple[str, ...]) -> None:
+def rm(ctx: Context, record_ids: tuple[str, ...], where: str | None, dry_run: bool) -> None:
     """Queue deletes; the next sync sends them (`revert` undoes one before).
 
     \b
     Examples:
       localstore rm 0d6f2b1e 7c41a9d2
-      localstore sql "select id from records where json_extract(properties, '$.label') = 'spam'" | xargs localstore rm
+      localstore rm --where "(SELECT count(*) FROM messages AS m WHERE m.record_id = id) < 2" --dry-run
     """
+    from .cli_bulk import check_where, say_bulk
+
+    check_where(where, record_ids, "RECORD_IDs")
+    if where is not None:
+        from .bulk import rm_where
+
+        say_bulk(rm_where(ctx.store, where, dry_run=dry_run), "delete", dry_run=dry_run)
+        return
+    if dry_run:
+        raise UsageError("--dry-run goes with --where CONDITION")
     from .edits import delete_records
 
     done = delete_records(ctx.store, record_ids)
@@ -409,15 +484,35 @@ def add(ctx: Context, dataset_id: str, payload_file: str, properties_file: str |
 
 
 @cli.command()
-@click.argument("record_id", type=RECORD_ID)
+@click.argument("record_id", required=False, type=RECORD_ID)
+@click.option("--where", help=WHERE_HELP + " Pending deletes match too.")
+@click.option("--all", "everything", is_flag=True, help="Every record with local changes.")
+@click.option("--dry-run", is_flag=True, help="With --where or --all: print how many records and the first ids; change nothing.")
 @pass_ctx
-def revert(ctx: Context, record_id: str) -> None:
-    """Drop a record's local changes and restore what the server has.
+def revert(ctx: Context, record_id: str | None, where: str | None, everything: bool, dry_run: bool) -> None:
+    """Drop local changes and restore what the server has: one record, those matching
+    --where, or --all.
 
     \b
-    Example:
+    Examples:
       localstore revert 0d6f2b1e
+      localstore revert --where "json_extract(properties, '$.label') = 'apology'"
+      localstore revert --all --dry-run
     """
+    if (record_id is not None) + (where is not None) + everything != 1:
+        raise UsageError("give one of RECORD_ID, --where CONDITION or --all")
+    if record_id is None:
+        from .bulk import revert_where
+        from .cli_bulk import say_bulk
+
+        result = revert_where(ctx.store, where, dry_run=dry_run)
+        if not result.matched and not dry_run:
+            click.echo("no local changes to revert" + (" in the records matching --where" if where else ""))
+            return
+        say_bulk(result, "revert", dry_run=dry_run)
+        return
+    if dry_run:
+        raise UsageError("--dry-run goes with --where or --all")
     from .edits import revert as revert_record
 
     click.echo(f"reverted {revert_record(ctx.store, record_id)}")
@@ -584,29 +679,43 @@ def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file:
 
 @cli.command()
 @click.argument("query")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects (JSON columns as JSON values).")
+@click.option("--nl", is_flag=True, help="JSON, one row object per line (no enclosing array).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
-@click.option("--write", is_flag=True, help="Allow the query to change the store.")
+@click.option("--write", is_flag=True, help="Allow INSERT, UPDATE and DELETE on the records view; they become queued changes.")
 @pass_ctx
-def sql(ctx: Context, query: str, as_json: bool, as_csv: bool, write: bool) -> None:
+def sql(ctx: Context, query: str, as_json: bool, nl: bool, as_csv: bool, write: bool) -> None:
     """Run one SQL statement on the store (read-only unless --write).
 
     In a terminal a table; piped, tab-separated rows without a header. A BLOB prints as
-    hex (JSON: {"$base64": "…"}).
+    hex (JSON: {"$base64": "…"}). With --json, JSON columns (payload, properties, body…)
+    are JSON values.
+
+    With --write, INSERT/UPDATE/DELETE on the `records` view queue exactly the changes
+    `add`/`edit`/`set`/`rm` would, in one transaction per statement; everything else
+    (the mirror, the change log, other tables, PRAGMAs that change the file) is refused.
 
     \b
     Examples:
       localstore sql "select role, count(*) from messages group by role"
       localstore sql --csv "select id, properties from records" > records.csv
-      localstore sql --write "update records set properties = json_set(properties, '$.label', 'ok') where id = '…'"
+      localstore sql --write "update records set properties = json_set(properties, '$.label', 'ok') where …"
+      localstore sql --write "delete from records where json_array_length(payload, '$.messages') < 2"
     """
+    from .output import decode_json_columns
     from .views import run_sql
 
+    as_json = as_json or nl
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
     result = run_sql(ctx.store, query, write=write)
-    if as_json:
-        emit_json_rows(result.as_dicts())
+    if result.queued is not None and not result.columns:
+        from .cli_bulk import queued_text
+
+        emit_json(result.queued.to_dict()) if as_json else click.echo(queued_text(result.queued))
+    elif as_json:
+        rows = decode_json_columns(result.as_dicts())
+        emit_json_lines(rows) if nl else emit_json_rows(rows)
     elif result.columns:
         rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
         emit_listing(rows, result.columns, as_csv=as_csv, empty="no rows")
@@ -662,6 +771,7 @@ def demo(click_ctx: click.Context, keep: bool) -> None:
 # ------------------------------------------------------------------ command modules
 
 from .cli_browse import browse, search  # noqa: E402
+from .cli_bulk import export, import_  # noqa: E402
 from .cli_files import checkout, watch  # noqa: E402
 from .cli_judge import judge  # noqa: E402
 
@@ -670,6 +780,8 @@ cli.add_command(watch)
 cli.add_command(judge)
 cli.add_command(search)
 cli.add_command(browse)
+cli.add_command(export)
+cli.add_command(import_)
 
 
 # ------------------------------------------------------------------ entry point

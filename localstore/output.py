@@ -8,7 +8,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -81,6 +81,31 @@ def emit_json_rows(rows: list[dict[str, Any]]) -> None:
         return
     lines = [to_json(row) for row in rows]
     click.echo("[" + ",\n ".join(lines) + "]")
+
+
+def emit_json_lines(rows: list[dict[str, Any]]) -> None:
+    """Newline-delimited JSON: one row object per line (``sql --nl``)."""
+    for row in rows:
+        click.echo(to_json(row))
+
+
+# columns of the store that hold JSON text: `sql --json` prints them as JSON values
+JSON_COLUMNS = frozenset({
+    "payload", "properties", "body", "sent", "base", "local", "remote", "parts", "conflict_parts",
+    "base_payload", "base_properties",
+})
+
+
+def decode_json_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose JSON columns (by name: :data:`JSON_COLUMNS`) hold JSON values, not
+    JSON text; a value that is not JSON text stays as it is."""
+    for row in rows:
+        for key in JSON_COLUMNS.intersection(row):
+            value = row[key]
+            if isinstance(value, str):
+                with suppress(ValueError):
+                    row[key] = json.loads(value)
+    return rows
 
 
 def emit_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

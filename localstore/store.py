@@ -177,7 +177,8 @@ class Store:
         if version == 0:
             with self.transaction():
                 for statement in _split_sql(schema_sql()):
-                    self.conn.execute(statement)
+                    if not _is_temp(statement):
+                        self.conn.execute(statement)
             return
         while version < SCHEMA_VERSION:
             with self.transaction():
@@ -361,6 +362,16 @@ def _derived_statements() -> list[str]:
         s for s in _split_sql(schema_sql())
         if s.upper().startswith(("CREATE VIEW", "CREATE TRIGGER"))
     ]
+
+
+def _is_temp(statement: str) -> bool:
+    return statement.upper().startswith(("CREATE TEMP ", "CREATE TEMPORARY "))
+
+
+def session_statements() -> list[str]:
+    """schema.sql's TEMP objects: what one connection creates for itself when it needs
+    them (the SQL write surface of ``sql --write``); never part of the file."""
+    return [s for s in _split_sql(schema_sql()) if _is_temp(s)]
 
 
 def _drop_derived(conn: sqlite3.Connection) -> None:

@@ -8,13 +8,16 @@ import json
 import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .edits import resolve_record_id
 from .errors import NotFoundLocally, UsageError
 from .ids import parse_uuid
 from .jsonutil import pretty
 from .store import Store, connect_readonly
+
+if TYPE_CHECKING:
+    from .ledger_bulk import Queued
 
 RECORD_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties, sync_state"
 
@@ -187,6 +190,7 @@ def conflict_list(store: Store) -> list[dict[str, Any]]:
 class QueryResult:
     columns: list[str]
     rows: list[tuple[Any, ...]]
+    queued: Queued | None = None  # a write through `records`: what it queued
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -219,7 +223,9 @@ READONLY_HINT = "`localstore sql` is read-only unless you pass --write"
 
 def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool = False) -> QueryResult:
     """Run one statement. Without ``write`` it runs on a ``mode=ro`` connection, so SQLite
-    itself refuses any change; with ``write`` it runs in a transaction of its own."""
+    itself refuses any change; with ``write`` it runs in a transaction of its own, may
+    write through the ``records`` view only, and what it writes is queued as changes
+    (localstore.sqlwrite)."""
     if not sql.strip():
         raise UsageError("the query is empty")
     try:
@@ -227,14 +233,10 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
     except UnicodeEncodeError:
         raise UsageError("the query holds bytes that are not UTF-8 text") from None
     if write:
-        conn = store.conn
-        try:
-            with store.transaction():
-                cursor = conn.execute(sql, params)
-                rows = cursor.fetchall()
-        except sqlite3.Error as exc:
-            raise UsageError(f"SQL error: {exc}") from None
-        return QueryResult([d[0] for d in cursor.description or ()], rows)
+        from .sqlwrite import run_write
+
+        done = run_write(store, sql, params)
+        return QueryResult(done.columns, done.rows, done.queued)
     if _looks_like_write(sql):
         raise UsageError(f"{READONLY_HINT}; nothing was changed")
     conn = connect_readonly(store.path)

@@ -461,7 +461,9 @@ def test_sql_write_without_write_flag(filled: tuple[Path, str], env: dict[str, s
     for query in ("delete from records", "with x as (select 1) delete from mirror"):
         result = run_cli(db, "sql", query, env=env)
         assert_refused(result, db, before, "--write")
-    written = run_cli(db, "sql", "--write", "update datasets set name = 'renamed'", env=env)
+    refused = run_cli(db, "sql", "--write", "update datasets set name = 'renamed'", env=env)
+    assert_refused(refused, db, before, "only through the `records` view")
+    written = run_cli(db, "sql", "--write", "update records set properties = json_set(properties, '$.x', 1)", env=env)
     assert written.returncode == 0, written.stderr
     assert dump(db) != before
 

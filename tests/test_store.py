@@ -321,8 +321,13 @@ def test_sql_write_mutating_statements_say_how(store: Store) -> None:
 def test_sql_reads_and_writes_with_write(store: Store) -> None:
     result = run_sql(store, "select count(*) as n from records")
     assert result.as_dicts() == [{"n": 5}]
-    run_sql(store, "update datasets set name = 'renamed' where id = ?", (DATASET,), write=True)
-    assert store.scalar("SELECT name FROM datasets WHERE id = ?", (DATASET,)) == "renamed"
+    written = run_sql(store, "update records set properties = json_set(properties, '$.label', 'x')", write=True)
+    assert written.queued is not None and written.queued.by_kind == {"properties": 5}
+    assert store.scalar("SELECT count(*) FROM changes WHERE state = 'pending'") == 5
+    before = dump(store.path)
+    with pytest.raises(UsageError, match="only through the `records` view"):
+        run_sql(store, "update datasets set name = 'renamed' where id = ?", (DATASET,), write=True)
+    assert dump(store.path) == before
     with pytest.raises(UsageError, match="SQL error"):
         run_sql(store, "select * from no_such_table")
 
