@@ -4,8 +4,10 @@ nor FastAPI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ import click
 
 from . import __version__
 from .cli_ids import DATASET_ID, RECORD_ID
-from .errors import LocalstoreError, UsageError
+from .errors import Interrupted, LocalstoreError, UsageError
 from .output import (
     emit_json,
     emit_json_rows,
@@ -107,7 +109,7 @@ def cli(ctx: click.Context, db: str | None, server_url: str | None) -> None:
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
 @json_option
 @pass_ctx
-def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> None:
+def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> int:
     """Mirror datasets (and track them); no id: every tracked dataset.
 
     \b
@@ -118,11 +120,15 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
     """
     from .pull import pull as pull_datasets
 
-    with ctx.client() as client, progress_bar() as progress:
-        results = pull_datasets(ctx.store, client, dataset_ids, concurrency=concurrency, progress=progress)
+    interrupted = False
+    try:
+        with ctx.client() as client, progress_bar() as progress:
+            results = pull_datasets(ctx.store, client, dataset_ids, concurrency=concurrency, progress=progress)
+    except Interrupted as exc:
+        results, interrupted = exc.done, True
     if as_json:
         emit_json([r.__dict__ for r in results])
-        return
+        return 130 if interrupted else 0
     for r in results:
         if r.gone:
             click.echo(
@@ -134,8 +140,11 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
         click.echo(f"pulled {r.records} records of {r.dataset_id}; removed {r.removed}, conflicts {r.conflicts}{adopted}")
         for error in r.errors:
             click.echo(f"localstore: error: {error}", err=True)
-    if any(r.errors for r in results):
-        raise click.exceptions.Exit(1)
+    if interrupted:
+        click.echo(f"localstore: interrupted with {len(results)} dataset(s) pulled; what was applied stays, "
+                   "`localstore pull` again finishes the rest", err=True)
+        return 130
+    return 1 if any(r.errors for r in results) else 0
 
 
 @cli.command()
@@ -508,14 +517,16 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
     """
     from .sync import sync as run_sync
 
-    with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
-        report = run_sync(ctx.store, client, dry_run=dry_run, concurrency=concurrency, progress=progress)
+    try:
+        with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
+            report = run_sync(ctx.store, client, dry_run=dry_run, concurrency=concurrency, progress=progress)
+    except Interrupted as exc:
+        report = exc.done
     if as_json:
         emit_json(report.to_dict())
         return report.exit_code
     if dry_run:
-        planned = ", ".join(f"{n} {k}" for k, n in sorted(report.planned.items())) or "nothing"
-        click.echo(f"would do: {planned}")
+        _say_plan(report.planned_records)
     else:
         click.echo(
             f"pushed {report.pushed} (created {report.created}, updated {report.updated}, "
@@ -529,9 +540,35 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         click.echo(f"localstore: warning: {warning}", err=True)
     for error in report.errors:
         click.echo(f"localstore: error: {error}", err=True)
-    if report.errors:
+    if report.interrupted:
+        unknown = f"{report.abandoned} request(s) in flight were abandoned, their outcome unknown " \
+            "(the next sync settles them); " if report.abandoned else ""
+        click.echo(f"localstore: interrupted: {unknown}{report.pending} change(s) stay pending: "
+                   "`localstore sync` goes on", err=True)
+    elif report.errors:
         click.echo(f"{report.pending} change(s) stay pending; run sync again", err=True)
     return report.exit_code
+
+
+def _say_plan(planned: list[dict[str, Any]], limit: int = 50) -> None:
+    """`sync --dry-run`: the records it would push, then the conflicts it foresees
+    (a terminal sees the first ``limit`` of each; a pipe or --json all of them)."""
+    shown = limit if stdout_is_terminal() else None
+    verbs = {"push": "update", "delete": "delete", "create": "create"}
+    groups = [("would push", [p for p in planned if p["action"] in verbs], "nothing to push"),
+              ("would settle (the server already holds them)", [p for p in planned if p["action"] == "settle"], ""),
+              ("would conflict", [p for p in planned if p["action"] == "conflict"], "no conflicts foreseen")]
+    for title, rows, empty in groups:
+        if not rows:
+            if empty:
+                click.echo(empty)
+            continue
+        click.echo(f"{title}: {len(rows)} record(s)")
+        for row in rows[:shown]:
+            what = ", ".join(row["parts"]) if "parts" in row else verbs.get(row["action"], "")
+            click.echo(f"  {row['record_id']}  {what}".rstrip())
+        if shown is not None and len(rows) > shown:
+            click.echo(f"  … and {len(rows) - shown} more (`localstore sync --dry-run --json` lists them all)")
 
 
 @cli.command()
@@ -681,9 +718,10 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="localstore", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("localstore: aborted", err=True)
-        code = 1
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        click.echo(f"localstore: {'interrupted' if interrupted else 'aborted'}", err=True)
+        code = 130 if interrupted else 1
     except click.UsageError as exc:  # bad arguments: click's usage text, exit 2
         exc.show()
         code = exc.exit_code
@@ -706,4 +744,17 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         code = 1
+    if code == 130:
+        _leave_abandoned_requests()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _leave_abandoned_requests() -> None:
+    """After Ctrl-C, threads may still be blocked in requests that were abandoned; Python
+    would wait for them at exit. The store is closed by now (a kill is safe for SQLite
+    at any moment anyway): flush what was printed and exit at once."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(130)
