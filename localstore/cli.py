@@ -128,8 +128,7 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
         results, interrupted = exc.done, True
     if as_json:
         emit_json([r.__dict__ for r in results])
-        return 130 if interrupted else 0
-    for r in results:
+    for r in [] if as_json else results:
         if r.gone:
             click.echo(
                 f"dataset {r.dataset_id} was deleted on the server: its records were removed here "
@@ -144,6 +143,8 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
         click.echo(f"localstore: interrupted with {len(results)} dataset(s) pulled; what was applied stays, "
                    "`localstore pull` again finishes the rest", err=True)
         return 130
+    if as_json:
+        return 0
     return 1 if any(r.errors for r in results) else 0
 
 
@@ -524,6 +525,7 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         report = exc.done
     if as_json:
         emit_json(report.to_dict())
+        _say_sync_interrupted(report)
         return report.exit_code
     if dry_run:
         _say_plan(report.planned_records)
@@ -540,14 +542,18 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         click.echo(f"localstore: warning: {warning}", err=True)
     for error in report.errors:
         click.echo(f"localstore: error: {error}", err=True)
+    if report.errors and not report.interrupted:
+        click.echo(f"{report.pending} change(s) stay pending; run sync again", err=True)
+    _say_sync_interrupted(report)
+    return report.exit_code
+
+
+def _say_sync_interrupted(report: Any) -> None:
     if report.interrupted:
         unknown = f"{report.abandoned} request(s) in flight were abandoned, their outcome unknown " \
             "(the next sync settles them); " if report.abandoned else ""
         click.echo(f"localstore: interrupted: {unknown}{report.pending} change(s) stay pending: "
                    "`localstore sync` goes on", err=True)
-    elif report.errors:
-        click.echo(f"{report.pending} change(s) stay pending; run sync again", err=True)
-    return report.exit_code
 
 
 def _say_plan(planned: list[dict[str, Any]], limit: int = 50) -> None:

@@ -63,6 +63,9 @@ def judge(
         emit_json(report.to_dict())
     else:
         _summary(report)
+    if report.interrupted:
+        click.echo(f"localstore: interrupted: the {report.succeeded} verdict(s) that arrived are stored; "
+                   f"{len(report.not_judged)} record(s) not judged", err=True)
     return report.exit_code
 
 

@@ -113,11 +113,11 @@ def sync(
     report = SyncReport(dry_run=dry_run)
     with store.sync_lock():
         run_id = None
-        if not dry_run:
-            with store.transaction() as conn:
-                ledger.recover(conn)
-            run_id = _start_run(store)
         try:
+            if not dry_run:
+                with store.transaction() as conn:
+                    ledger.recover(conn)
+                run_id = _start_run(store)
             run = _Run(store, client, report, concurrency, progress, dry_run)
             listed = run.push()
             if not dry_run and not report.errors:
