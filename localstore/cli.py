@@ -440,24 +440,22 @@ def revert(ctx: Context, record_id: str) -> None:
 @json_option
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Pending changes, conflicts, rejected changes and the last sync.
+    """Records with changes to push, conflicts, rejected changes, the last successful
+    sync, and what to run next (--json: every record, not the first 20 of each).
 
     \b
     Examples:
       localstore status
-      localstore status --json | jq .pending
+      localstore status --json | jq '.changes[].record_id'
     """
+    from .cli_report import SHOWN, next_steps, say_status
     from .views import status as store_status
 
-    st = store_status(ctx.store)
+    st = store_status(ctx.store, details=True, limit=None if as_json else SHOWN)
     if as_json:
-        emit_json(st.to_dict())
-        return
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(st.pending_records.items()))
-    click.echo(f"{st.records} records in {st.tracked_datasets} tracked dataset(s)")
-    click.echo(f"{st.pending} pending" + (f" ({kinds})" if kinds else ""))
-    click.echo(f"{st.conflicts} conflict(s), {st.rejected} rejected change(s)")
-    click.echo(f"last sync: {st.last_sync or 'never'}")
+        emit_json({**st.to_dict(), "next": next_steps(st)})
+    else:
+        say_status(st)
 
 
 @cli.command()
@@ -528,7 +526,9 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         _say_sync_interrupted(report)
         return report.exit_code
     if dry_run:
-        _say_plan(report.planned_records)
+        from .cli_report import say_plan
+
+        say_plan(report.planned_records)
     else:
         click.echo(
             f"pushed {report.pushed} (created {report.created}, updated {report.updated}, "
@@ -536,8 +536,10 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         )
     if report.adopted:
         click.echo(f"recognised {report.adopted} create(s) of an earlier sync whose answer was lost")
-    if report.open_conflicts:
-        click.echo(f"{report.open_conflicts} conflict(s): `localstore conflicts` shows them, `localstore resolve` settles them")
+    already = report.open_conflicts - (report.new_conflicts if dry_run else 0)  # a dry run listed its own
+    if already:
+        click.echo(f"{already} conflict(s){' already open' if dry_run else ''}: `localstore conflicts` shows "
+                   "them, `localstore resolve` settles them")
     for warning in report.warnings:
         click.echo(f"localstore: warning: {warning}", err=True)
     for error in report.errors:
@@ -554,27 +556,6 @@ def _say_sync_interrupted(report: Any) -> None:
             "(the next sync settles them); " if report.abandoned else ""
         click.echo(f"localstore: interrupted: {unknown}{report.pending} change(s) stay pending: "
                    "`localstore sync` goes on", err=True)
-
-
-def _say_plan(planned: list[dict[str, Any]], limit: int = 50) -> None:
-    """`sync --dry-run`: the records it would push, then the conflicts it foresees
-    (a terminal sees the first ``limit`` of each; a pipe or --json all of them)."""
-    shown = limit if stdout_is_terminal() else None
-    verbs = {"push": "update", "delete": "delete", "create": "create"}
-    groups = [("would push", [p for p in planned if p["action"] in verbs], "nothing to push"),
-              ("would settle (the server already holds them)", [p for p in planned if p["action"] == "settle"], ""),
-              ("would conflict", [p for p in planned if p["action"] == "conflict"], "no conflicts foreseen")]
-    for title, rows, empty in groups:
-        if not rows:
-            if empty:
-                click.echo(empty)
-            continue
-        click.echo(f"{title}: {len(rows)} record(s)")
-        for row in rows[:shown]:
-            what = ", ".join(row["parts"]) if "parts" in row else verbs.get(row["action"], "")
-            click.echo(f"  {row['record_id']}  {what}".rstrip())
-        if shown is not None and len(rows) > shown:
-            click.echo(f"  … and {len(rows) - shown} more (`localstore sync --dry-run --json` lists them all)")
 
 
 @cli.command()
