@@ -462,7 +462,8 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.argument("record_id", required=False, type=RECORD_ID)
 @pass_ctx
 def diff(ctx: Context, record_id: str | None) -> None:
-    """Unified diff of the remote base vs your local version.
+    """Unified diff of the remote base vs your local version; for a record in conflict,
+    base → ours and base → theirs.
 
     \b
     Examples:
@@ -562,45 +563,78 @@ def _say_sync_interrupted(report: Any) -> None:
 @listing_options
 @pass_ctx
 def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
-    """Open conflicts; --json adds base, local and remote.
+    """Open conflicts: each conflicting part with its base, ours and theirs values.
 
-    In a terminal a table; piped, tab-separated rows without a header (record_id, parts,
-    detected_at).
+    In a terminal a table cut to its width; piped, tab-separated rows without a header
+    (record_id, part, base, ours, theirs); --json keeps everything (whole base, local
+    and remote snapshots). PART names what `resolve ID PART` settles.
 
     \b
     Examples:
       localstore conflicts
+      localstore resolve 0d6f2b1e /properties/label --theirs
       localstore conflicts --json | jq '.[0].remote'
     """
+    from .cli_report import conflict_rows
     from .views import conflict_list
 
-    rows = conflict_list(ctx.store)
-    emit_listing(rows, ["record_id", "parts", "detected_at"], as_json=as_json, as_csv=as_csv,
-                 empty="no conflicts")
+    found = conflict_list(ctx.store)
+    if as_json:
+        emit_json(found)
+        return
+    rows = conflict_rows(found)
+    emit_listing(rows, ["record_id", "part", "base", "ours", "theirs"], as_csv=as_csv, empty="no conflicts",
+                 title=f"{len(found)} record(s) in conflict", fair=True, whole=["part"])
+    if rows and stdout_is_terminal():
+        click.echo("`localstore resolve ID PART --ours|--theirs` settles a part, `--edit` merges in $EDITOR; "
+                   "`localstore diff ID` shows the whole record")
 
 
 @cli.command()
 @click.argument("record_id", type=RECORD_ID)
+@click.argument("parts", nargs=-1)
 @click.option("--ours", is_flag=True, help="Keep the local values, rebased on the remote.")
 @click.option("--theirs", is_flag=True, help="Drop the local side, take the remote.")
 @click.option("--file", "merged_file", help="Take a merged JSON {\"payload\":…, \"properties\":…}.")
+@click.option("--edit", is_flag=True, help="Merge in $EDITOR: ours, base and theirs between conflict markers.")
 @pass_ctx
-def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file: str | None) -> None:
-    """Settle a conflict.
+def resolve(ctx: Context, record_id: str, parts: tuple[str, ...], ours: bool, theirs: bool,
+            merged_file: str | None, edit: bool) -> None:
+    """Settle a conflict, whole or PART by PART (the names `conflicts` prints).
+
+    Nothing is pushed: the result is queued for the next `localstore sync` (--theirs
+    queues nothing). A part settled while others still conflict leaves the record in
+    conflict on those.
 
     \b
     Examples:
       localstore resolve 0d6f2b1e --ours
+      localstore resolve 0d6f2b1e /properties/label --theirs
+      localstore resolve 0d6f2b1e --edit
       localstore resolve 0d6f2b1e --file merged.json
     """
-    from .resolve import resolve as resolve_conflict
+    from .cli_report import say_resolution
+    from .resolve import resolve_conflict
 
-    if ours + theirs + (merged_file is not None) != 1:
-        raise UsageError("give exactly one of --ours, --theirs or --file F")
-    choice = "ours" if ours else "theirs" if theirs else "file"
-    merged = _read_json_file(merged_file, "merged file") if merged_file else None
-    rid = resolve_conflict(ctx.store, record_id, choice, merged)  # type: ignore[arg-type]
-    click.echo(f"resolved {rid}; `localstore sync` pushes the result")
+    if ours + theirs + (merged_file is not None) + edit != 1:
+        raise UsageError("give exactly one of --ours, --theirs, --edit or --file F")
+    if parts and not (ours or theirs):
+        raise UsageError("PART goes with --ours or --theirs; --edit and --file settle the whole record")
+    if edit:
+        from .mergebuffer import resolve_in_editor
+
+        done = resolve_in_editor(ctx.store, record_id)
+        if done is None:
+            click.echo("the merge was not saved: nothing resolved")
+            return
+    else:
+        from .mergebuffer import parse_merged
+
+        choice = "ours" if ours else "theirs" if theirs else "file"
+        merged = parse_merged(_read_text_file(merged_file, "merged file"), f"merged file {merged_file}") \
+            if merged_file else None
+        done = resolve_conflict(ctx.store, record_id, choice, merged, parts)  # type: ignore[arg-type]
+    say_resolution(done)
 
 
 # ------------------------------------------------------------------ sql

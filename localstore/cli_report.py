@@ -86,7 +86,7 @@ def say_status(st: Status) -> None:
     click.echo("next:")
     width = max(len(s["command"]) for s in steps)
     for step in steps:
-        click.echo(_fit(f"  {step['command']:<{width}}  {step['why']}"))
+        click.echo(f"  {step['command']:<{width}}  {step['why']}")
 
 
 def _section(rows: list[dict[str, Any]], total: int, title: str, empty: str, describe: Any,
@@ -122,3 +122,55 @@ def say_plan(planned: list[dict[str, Any]], limit: int = 50) -> None:
             click.echo(_fit(f"  {row['record_id']}  {what}".rstrip()))
         if shown is not None and len(rows) > shown:
             click.echo(f"  … and {len(rows) - shown} more (`localstore sync --dry-run --json` lists them all)")
+
+
+# ------------------------------------------------------------------ conflicts
+
+
+def conflict_rows(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per conflicting part: record_id, part, base, ours, theirs as compact JSON
+    (a side without the part says why: absent, deleted, …)."""
+    from .output import to_json
+
+    rows = []
+    for conflict in conflicts:
+        for detail in conflict["details"]:
+            row = {"record_id": conflict["record_id"], "part": detail["part"]}
+            for side in ("base", "ours", "theirs"):  # JSON: the string "3" is not the number 3
+                row[side] = to_json(detail[side]) if side in detail else _missing(detail["part"], side)
+            rows.append(row)
+    return rows
+
+
+def _missing(part: str, side: str) -> str:
+    from .merge import property_key
+
+    if part == "create-unconfirmed":
+        return "(new here)" if side == "base" else "(unknown: it may have landed)"
+    return "(absent)" if property_key(part) is not None else "(deleted)"
+
+
+def say_resolution(res: Any) -> None:
+    """What a resolve did and what happens next (nothing is ever pushed by resolve)."""
+    rid = res.record_id
+    settled = f"{', '.join(res.parts)} of {res.old_id}" if res.parts else res.old_id
+    how = f" --{res.choice}" if res.choice != "file" else ""
+    if res.outcome == "conflict":
+        click.echo(f"resolved {settled}{how}; still in conflict: {', '.join(res.remaining)}")
+        click.echo(f"nothing is pushed until those are settled too: `localstore resolve {rid} PART "
+                   "--ours|--theirs` (`localstore conflicts` shows them)")
+    elif res.outcome == "landed":
+        click.echo(f"resolved {settled} --theirs: the create is taken as landed on the server and dropped "
+                   "here; nothing will be sent (`localstore pull` brings in the server's record)")
+    elif res.outcome == "resend":
+        click.echo(f"resolved {settled}{how}: the create is queued again; `localstore sync` sends it")
+    elif res.outcome == "recreated":
+        click.echo(f"resolved {settled}{how}: it was deleted on the server, so your version becomes a new "
+                   f"record {rid}; `localstore sync` creates it")
+    elif res.outcome == "settled":
+        what = ("your local changes were dropped (they stay in `localstore log`); "
+                if res.choice == "theirs" else "")
+        click.echo(f"resolved {settled}{how}: {what}the record is what the server has; nothing to push")
+    else:
+        kinds = " and ".join(res.queued)
+        click.echo(f"resolved {settled}{how}: {kinds} change queued; `localstore sync` pushes it")

@@ -14,7 +14,7 @@ from .edits import resolve_record_id
 from .errors import NotFoundLocally, UsageError
 from .ids import parse_uuid
 from .jsonutil import json_equal, pretty
-from .merge import property_part
+from .merge import MISSING, PAYLOAD, property_key, property_part
 from .store import Store, connect_readonly
 
 RECORD_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties, sync_state"
@@ -190,8 +190,9 @@ def change_log(
 
 
 def diff(store: Store, record_id: str | None = None) -> str:
-    """A unified diff of base vs working JSON for each record with local changes."""
-    sql = """SELECT w.record_id, w.deleted, w.is_create, w.payload, w.properties,
+    """A unified diff of base vs working JSON for each record with local changes; for a
+    record in conflict, two: base → ours and base → theirs."""
+    sql = """SELECT w.record_id, w.state, w.deleted, w.is_create, w.payload, w.properties,
                     w.base_payload, w.base_properties,
                     COALESCE(w.base_properties_at, w.base_payload_at) AS base_updated_at
              FROM working AS w"""
@@ -205,8 +206,13 @@ def diff(store: Store, record_id: str | None = None) -> str:
         get_record(store, record_id)  # raises for unknown ids
         return ""
     out: list[str] = []
+    conflicts = {c["record_id"]: c for c in conflict_list(store)} if any(
+        r["state"] == "conflict" for r in rows) else {}
     for row in rows:
         rid = row["record_id"]
+        if rid in conflicts:
+            out.extend(_conflict_diff(conflicts[rid]))
+            continue
         if row["is_create"] or row["base_payload"] is None:
             before: list[str] = []
             old_name = "/dev/null"
@@ -228,7 +234,30 @@ def diff(store: Store, record_id: str | None = None) -> str:
     return "".join(out)
 
 
+def _conflict_diff(conflict: dict[str, Any]) -> list[str]:
+    """base → ours, then base → theirs (a deleted side is /dev/null)."""
+    rid, base = conflict["record_id"], conflict["base"]
+    if conflict["parts"] == ["create-unconfirmed"]:  # no base: a create that may have landed
+        base = None
+    before = [] if base is None else pretty(_content_of(base)).splitlines(keepends=True)
+    old_name = "/dev/null" if base is None else f"a/{rid} (base: the server's when you edited, {base['updated_at']})"
+    out: list[str] = []
+    for side, label in (("local", "ours: your version"), ("remote", "theirs: the server's now")):
+        snapshot = conflict[side]
+        after = [] if snapshot is None else pretty(_content_of(snapshot)).splitlines(keepends=True)
+        when = f", {snapshot['updated_at']}" if snapshot is not None and snapshot.get("updated_at") else ""
+        new_name = "/dev/null" if snapshot is None else f"b/{rid} ({label}{when})"
+        out.extend(difflib.unified_diff(before, after, old_name, new_name))
+    return out
+
+
+def _content_of(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {"payload": snapshot["payload"], "properties": snapshot["properties"]}
+
+
 def conflict_list(store: Store) -> list[dict[str, Any]]:
+    """Open conflicts with their base, local and remote snapshots, and ``details``: each
+    conflicting part with its base, ours and theirs values."""
     rows = store.query(
         "SELECT record_id, dataset_id, parts, base, local, remote, detected_at FROM conflicts ORDER BY detected_at, record_id"
     )
@@ -236,7 +265,36 @@ def conflict_list(store: Store) -> list[dict[str, Any]]:
         for key in ("parts", "base", "local", "remote"):
             if row[key] is not None:
                 row[key] = json.loads(row[key])
+        row["details"] = conflict_details(row)
     return rows
+
+
+def conflict_details(conflict: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each conflicting part: ``{"part", "base", "ours", "theirs"}``, a side left out
+    where the part does not exist there (a property key absent, the record deleted; a
+    create that may have landed has no base and an unknown theirs)."""
+    out = []
+    for part in conflict["parts"]:
+        entry: dict[str, Any] = {"part": part}
+        for side, snapshot in (("base", conflict["base"]), ("ours", conflict["local"]), ("theirs", conflict["remote"])):
+            if part == "create-unconfirmed" and side == "base":
+                continue
+            value = _part_value(snapshot, part)
+            if value is not MISSING:
+                entry[side] = value
+        out.append(entry)
+    return out
+
+
+def _part_value(snapshot: dict[str, Any] | None, part: str) -> Any:
+    if snapshot is None:
+        return MISSING
+    if part == PAYLOAD:
+        return snapshot["payload"]
+    key = property_key(part)
+    if key is None:  # the whole record: delete-vs-edit, edit-vs-delete, create-unconfirmed
+        return _content_of(snapshot)
+    return snapshot["properties"].get(key, MISSING)
 
 
 # ------------------------------------------------------------------ user SQL
