@@ -578,6 +578,8 @@ def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
     from .cli_report import conflict_rows
     from .views import conflict_list
 
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
     found = conflict_list(ctx.store)
     if as_json:
         emit_json(found)
@@ -586,8 +588,8 @@ def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
     emit_listing(rows, ["record_id", "part", "base", "ours", "theirs"], as_csv=as_csv, empty="no conflicts",
                  title=f"{len(found)} record(s) in conflict", fair=True, whole=["part"])
     if rows and stdout_is_terminal():
-        click.echo("`localstore resolve ID PART --ours|--theirs` settles a part, `--edit` merges in $EDITOR; "
-                   "`localstore diff ID` shows the whole record")
+        click.echo("settle a part: `localstore resolve ID PART --ours|--theirs`")
+        click.echo("merge in $EDITOR: `localstore resolve ID --edit`; see it whole: `localstore diff ID`")
 
 
 @cli.command()

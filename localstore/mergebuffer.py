@@ -91,7 +91,7 @@ def merged_buffer(conflict: dict[str, Any]) -> str:
             out.append("  }" + ("" if last else ","))
         else:
             out.append(_member(name, value, 1) + ("" if last else ","))
-    return "\n".join([*head, "", *out]) + "\n"
+    return "\n".join([*head, "", *out, "}"]) + "\n"
 
 
 def _merged(base: dict[str, Any], local: dict[str, Any], remote: dict[str, Any], parts: list[str]) -> dict[str, Any]:
