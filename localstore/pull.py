@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -286,11 +287,12 @@ def get_many(
         except ApiError as exc:
             return rid, None, exc
 
-    for rid, record, error in bounded(get, record_ids, concurrency):
-        if error is None:
-            found[rid] = record
-        else:
-            failed[rid] = error
+    with closing(bounded(get, record_ids, concurrency)) as results:  # Ctrl-C: none started after
+        for rid, record, error in results:
+            if error is None:
+                found[rid] = record
+            else:
+                failed[rid] = error
     return found, failed
 
 
