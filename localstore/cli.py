@@ -29,6 +29,7 @@ from .output import (
 if TYPE_CHECKING:
     from .api import Client
     from .store import Store
+    from .sync import SyncReport
 
 
 class Context:
@@ -551,7 +552,7 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
     return report.exit_code
 
 
-def _say_sync_interrupted(report: Any) -> None:
+def _say_sync_interrupted(report: SyncReport) -> None:
     if report.interrupted:
         unknown = f"{report.abandoned} request(s) in flight were abandoned, their outcome unknown " \
             "(the next sync settles them); " if report.abandoned else ""

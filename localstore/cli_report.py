@@ -4,6 +4,7 @@ what to run next, and empty results said in words. No logic of the product lives
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +13,7 @@ from .output import stdout_is_terminal
 from .timeutil import ago
 
 if TYPE_CHECKING:
+    from .resolve import Resolution
     from .views import Status
 
 SHOWN = 20  # records listed per section of `status` (--json lists them all)
@@ -89,7 +91,8 @@ def say_status(st: Status) -> None:
         click.echo(f"  {step['command']:<{width}}  {step['why']}")
 
 
-def _section(rows: list[dict[str, Any]], total: int, title: str, empty: str, describe: Any,
+def _section(rows: list[dict[str, Any]], total: int, title: str, empty: str,
+             describe: Callable[[dict[str, Any]], str],
              unit: str = "record(s)") -> None:
     if not total:
         click.echo(empty)
@@ -150,7 +153,7 @@ def _missing(part: str, side: str) -> str:
     return "(absent)" if property_key(part) is not None else "(deleted)"
 
 
-def say_resolution(res: Any) -> None:
+def say_resolution(res: Resolution) -> None:
     """What a resolve did and what happens next (nothing is ever pushed by resolve)."""
     rid = res.record_id
     settled = f"{', '.join(res.parts)} of {res.old_id}" if res.parts else res.old_id
