@@ -497,3 +497,38 @@ def test_settling_parts_one_by_one_in_any_order_gives_each_part_the_chosen_side(
     for rid in ids:
         held = state.get_record(rid)["properties"]
         assert held == {k: v for k, v in expected[rid].items() if v is not MISSING}, rid
+
+
+def test_a_create_that_may_have_landed_is_shown_and_settled_in_words(
+    tmp_path: Path, emulator: EmulatorServer, api_key: str
+) -> None:
+    """A create whose answer was lost while new records appeared (create-unconfirmed):
+    `conflicts` says its base is new and theirs unknown; --theirs takes it as landed and
+    sends nothing, --ours queues it again."""
+    from localstore import ledger
+    from localstore.plan import LocalWork
+
+    ds = seed_dataset(emulator.state, 2, name=f"unconfirmed-{time.monotonic_ns()}")
+    db = tmp_path / "store.db"
+    with Store.open(db) as store, Client(emulator.url, api_key) as client:
+        pull(store, client, [ds])
+        made = [edits.add_record(store, ds, {"messages": [{"role": "user", "content": f"c{i}"}]}, {}) for i in (1, 2)]
+        with store.transaction() as conn:  # POSTed, answer lost, then the listing was ambiguous
+            for rid in made:
+                ledger.begin_create(conn, LocalWork(rid, ds, "create", {}, {}, None, None, ()))
+                ledger.create_unconfirmed(conn, rid)
+    env = cli_env(db, emulator.url, api_key)
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "localstore", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = {r[0]: r[1:] for r in tsv(run("conflicts"))}
+    assert rows[made[0]][0] == "create-unconfirmed" and rows[made[0]][1] == "(new here)"
+    assert json.loads(rows[made[0]][2])["payload"]["messages"][0]["content"] == "c1"
+    assert rows[made[0]][3] == "(unknown: it may have landed)"
+    assert "taken as landed on the server and dropped here; nothing will be sent" in run("resolve", made[0], "--theirs")
+    assert "the create is queued again; `localstore sync` sends it" in run("resolve", made[1], "--ours")
+    assert [(c["record_id"], c["kind"]) for c in json.loads(run("status", "--json"))["changes"]] == [(made[1], "create")]
