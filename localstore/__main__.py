@@ -1,5 +1,11 @@
 """``python -m localstore``: the command line."""
 
-from .cli import main
+import sys
+
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done
+    print("localstore: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 main()

@@ -13,21 +13,21 @@ R = TypeVar("R")
 def bounded(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
     """Run ``fn`` over ``items`` with at most ``concurrency`` calls in flight, yielding
     results as they complete; the first exception propagates after the calls not yet
-    started are cancelled (those in flight are abandoned)."""
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="localstore-io") as pool:
-        todo = iter(items)
-        pending: set[Future[R]] = set()
-        try:
-            while True:
-                for item in todo:
-                    pending.add(pool.submit(fn, item))
-                    if len(pending) >= concurrency:
-                        break
-                if not pending:
-                    return
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+    started are cancelled and those in flight abandoned, not waited for: the same when
+    the caller stops early (closes the generator) or Ctrl-C arrives."""
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="localstore-io")
+    todo = iter(items)
+    pending: set[Future[R]] = set()
+    try:
+        while True:
+            for item in todo:
+                pending.add(pool.submit(fn, item))
+                if len(pending) >= concurrency:
+                    break
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

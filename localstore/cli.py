@@ -4,8 +4,10 @@ nor FastAPI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ import click
 
 from . import __version__
 from .cli_ids import DATASET_ID, RECORD_ID
-from .errors import LocalstoreError, UsageError
+from .errors import Interrupted, LocalstoreError, UsageError
 from .output import (
     emit_json,
     emit_json_lines,
@@ -28,6 +30,7 @@ from .output import (
 if TYPE_CHECKING:
     from .api import Client
     from .store import Store
+    from .sync import SyncReport
 
 
 class Context:
@@ -108,7 +111,7 @@ def cli(ctx: click.Context, db: str | None, server_url: str | None) -> None:
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
 @json_option
 @pass_ctx
-def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> None:
+def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> int:
     """Mirror datasets (and track them); no id: every tracked dataset.
 
     \b
@@ -119,12 +122,15 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
     """
     from .pull import pull as pull_datasets
 
-    with ctx.client() as client, progress_bar() as progress:
-        results = pull_datasets(ctx.store, client, dataset_ids, concurrency=concurrency, progress=progress)
+    interrupted = False
+    try:
+        with ctx.client() as client, progress_bar() as progress:
+            results = pull_datasets(ctx.store, client, dataset_ids, concurrency=concurrency, progress=progress)
+    except Interrupted as exc:
+        results, interrupted = exc.done, True
     if as_json:
         emit_json([r.__dict__ for r in results])
-        return
-    for r in results:
+    for r in [] if as_json else results:
         if r.gone:
             click.echo(
                 f"dataset {r.dataset_id} was deleted on the server: its records were removed here "
@@ -135,8 +141,13 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
         click.echo(f"pulled {r.records} records of {r.dataset_id}; removed {r.removed}, conflicts {r.conflicts}{adopted}")
         for error in r.errors:
             click.echo(f"localstore: error: {error}", err=True)
-    if any(r.errors for r in results):
-        raise click.exceptions.Exit(1)
+    if interrupted:
+        click.echo(f"localstore: interrupted with {len(results)} dataset(s) pulled; what was applied stays, "
+                   "`localstore pull` again finishes the rest", err=True)
+        return 130
+    if as_json:
+        return 0
+    return 1 if any(r.errors for r in results) else 0
 
 
 @cli.command()
@@ -525,31 +536,30 @@ def revert(ctx: Context, record_id: str | None, where: str | None, everything: b
 @json_option
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
-    """Pending changes, conflicts, rejected changes and the last sync.
+    """Records with changes to push, conflicts, rejected changes, the last successful
+    sync, and what to run next (--json: every record, not the first 20 of each).
 
     \b
     Examples:
       localstore status
-      localstore status --json | jq .pending
+      localstore status --json | jq '.changes[].record_id'
     """
+    from .cli_report import SHOWN, next_steps, say_status
     from .views import status as store_status
 
-    st = store_status(ctx.store)
+    st = store_status(ctx.store, details=True, limit=None if as_json else SHOWN)
     if as_json:
-        emit_json(st.to_dict())
-        return
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(st.pending_records.items()))
-    click.echo(f"{st.records} records in {st.tracked_datasets} tracked dataset(s)")
-    click.echo(f"{st.pending} pending" + (f" ({kinds})" if kinds else ""))
-    click.echo(f"{st.conflicts} conflict(s), {st.rejected} rejected change(s)")
-    click.echo(f"last sync: {st.last_sync or 'never'}")
+        emit_json({**st.to_dict(), "next": next_steps(st)})
+    else:
+        say_status(st)
 
 
 @cli.command()
 @click.argument("record_id", required=False, type=RECORD_ID)
 @pass_ctx
 def diff(ctx: Context, record_id: str | None) -> None:
-    """Unified diff of the remote base vs your local version.
+    """Unified diff of the remote base vs your local version; for a record in conflict,
+    base → ours and base → theirs.
 
     \b
     Examples:
@@ -603,14 +613,19 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
     """
     from .sync import sync as run_sync
 
-    with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
-        report = run_sync(ctx.store, client, dry_run=dry_run, concurrency=concurrency, progress=progress)
+    try:
+        with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
+            report = run_sync(ctx.store, client, dry_run=dry_run, concurrency=concurrency, progress=progress)
+    except Interrupted as exc:
+        report = exc.done
     if as_json:
         emit_json(report.to_dict())
+        _say_sync_interrupted(report)
         return report.exit_code
     if dry_run:
-        planned = ", ".join(f"{n} {k}" for k, n in sorted(report.planned.items())) or "nothing"
-        click.echo(f"would do: {planned}")
+        from .cli_report import say_plan
+
+        say_plan(report.planned_records)
     else:
         click.echo(
             f"pushed {report.pushed} (created {report.created}, updated {report.updated}, "
@@ -618,60 +633,106 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         )
     if report.adopted:
         click.echo(f"recognised {report.adopted} create(s) of an earlier sync whose answer was lost")
-    if report.open_conflicts:
-        click.echo(f"{report.open_conflicts} conflict(s): `localstore conflicts` shows them, `localstore resolve` settles them")
+    already = report.open_conflicts - (report.new_conflicts if dry_run else 0)  # a dry run listed its own
+    if already:
+        click.echo(f"{already} conflict(s){' already open' if dry_run else ''}: `localstore conflicts` shows "
+                   "them, `localstore resolve` settles them")
     for warning in report.warnings:
         click.echo(f"localstore: warning: {warning}", err=True)
     for error in report.errors:
         click.echo(f"localstore: error: {error}", err=True)
-    if report.errors:
+    if report.errors and not report.interrupted:
         click.echo(f"{report.pending} change(s) stay pending; run sync again", err=True)
+    _say_sync_interrupted(report)
     return report.exit_code
+
+
+def _say_sync_interrupted(report: SyncReport) -> None:
+    if report.interrupted:
+        unknown = f"{report.abandoned} request(s) in flight were abandoned, their outcome unknown " \
+            "(the next sync settles them); " if report.abandoned else ""
+        click.echo(f"localstore: interrupted: {unknown}{report.pending} change(s) stay pending: "
+                   "`localstore sync` goes on", err=True)
 
 
 @cli.command()
 @listing_options
 @pass_ctx
 def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
-    """Open conflicts; --json adds base, local and remote.
+    """Open conflicts: each conflicting part with its base, ours and theirs values.
 
-    In a terminal a table; piped, tab-separated rows without a header (record_id, parts,
-    detected_at).
+    In a terminal a table cut to its width; piped, tab-separated rows without a header
+    (record_id, part, base, ours, theirs); --json keeps everything (whole base, local
+    and remote snapshots). PART names what `resolve ID PART` settles.
 
     \b
     Examples:
       localstore conflicts
+      localstore resolve 0d6f2b1e /properties/label --theirs
       localstore conflicts --json | jq '.[0].remote'
     """
+    from .cli_report import conflict_rows
     from .views import conflict_list
 
-    rows = conflict_list(ctx.store)
-    emit_listing(rows, ["record_id", "parts", "detected_at"], as_json=as_json, as_csv=as_csv,
-                 empty="no conflicts")
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
+    found = conflict_list(ctx.store)
+    if as_json:
+        emit_json(found)
+        return
+    rows = conflict_rows(found)
+    emit_listing(rows, ["record_id", "part", "base", "ours", "theirs"], as_csv=as_csv, empty="no conflicts",
+                 title=f"{len(found)} record(s) in conflict", fair=True, whole=["part"])
+    if rows and stdout_is_terminal():
+        click.echo("settle a part: `localstore resolve ID PART --ours|--theirs`")
+        click.echo("merge in $EDITOR: `localstore resolve ID --edit`; see it whole: `localstore diff ID`")
 
 
 @cli.command()
 @click.argument("record_id", type=RECORD_ID)
+@click.argument("parts", nargs=-1)
 @click.option("--ours", is_flag=True, help="Keep the local values, rebased on the remote.")
 @click.option("--theirs", is_flag=True, help="Drop the local side, take the remote.")
 @click.option("--file", "merged_file", help="Take a merged JSON {\"payload\":…, \"properties\":…}.")
+@click.option("--edit", is_flag=True, help="Merge in $EDITOR: ours, base and theirs between conflict markers.")
 @pass_ctx
-def resolve(ctx: Context, record_id: str, ours: bool, theirs: bool, merged_file: str | None) -> None:
-    """Settle a conflict.
+def resolve(ctx: Context, record_id: str, parts: tuple[str, ...], ours: bool, theirs: bool,
+            merged_file: str | None, edit: bool) -> None:
+    """Settle a conflict, whole or PART by PART (the names `conflicts` prints).
+
+    Nothing is pushed: the result is queued for the next `localstore sync` (--theirs
+    queues nothing). A part settled while others still conflict leaves the record in
+    conflict on those.
 
     \b
     Examples:
       localstore resolve 0d6f2b1e --ours
+      localstore resolve 0d6f2b1e /properties/label --theirs
+      localstore resolve 0d6f2b1e --edit
       localstore resolve 0d6f2b1e --file merged.json
     """
-    from .resolve import resolve as resolve_conflict
+    from .cli_report import say_resolution
+    from .resolve import resolve_conflict
 
-    if ours + theirs + (merged_file is not None) != 1:
-        raise UsageError("give exactly one of --ours, --theirs or --file F")
-    choice = "ours" if ours else "theirs" if theirs else "file"
-    merged = _read_json_file(merged_file, "merged file") if merged_file else None
-    rid = resolve_conflict(ctx.store, record_id, choice, merged)  # type: ignore[arg-type]
-    click.echo(f"resolved {rid}; `localstore sync` pushes the result")
+    if ours + theirs + (merged_file is not None) + edit != 1:
+        raise UsageError("give exactly one of --ours, --theirs, --edit or --file F")
+    if parts and not (ours or theirs):
+        raise UsageError("PART goes with --ours or --theirs; --edit and --file settle the whole record")
+    if edit:
+        from .mergebuffer import resolve_in_editor
+
+        done = resolve_in_editor(ctx.store, record_id)
+        if done is None:
+            click.echo("the merge was not saved: nothing resolved")
+            return
+    else:
+        from .mergebuffer import parse_merged
+
+        choice = "ours" if ours else "theirs" if theirs else "file"
+        merged = parse_merged(_read_text_file(merged_file, "merged file"), f"merged file {merged_file}") \
+            if merged_file else None
+        done = resolve_conflict(ctx.store, record_id, choice, merged, parts)  # type: ignore[arg-type]
+    say_resolution(done)
 
 
 # ------------------------------------------------------------------ sql
@@ -793,9 +854,10 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="localstore", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("localstore: aborted", err=True)
-        code = 1
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        click.echo(f"localstore: {'interrupted' if interrupted else 'aborted'}", err=True)
+        code = 130 if interrupted else 1
     except click.UsageError as exc:  # bad arguments: click's usage text, exit 2
         exc.show()
         code = exc.exit_code
@@ -818,4 +880,17 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         code = 1
+    if code == 130:
+        _leave_abandoned_requests()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _leave_abandoned_requests() -> None:
+    """After Ctrl-C, threads may still be blocked in requests that were abandoned; Python
+    would wait for them at exit. The store is closed by now (a kill is safe for SQLite
+    at any moment anyway): flush what was printed and exit at once."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(130)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_ids import RECORD_ID
-from .errors import UsageError
+from .errors import Interrupted, UsageError
 from .output import emit_json, json_option, progress_bar
 
 if TYPE_CHECKING:
@@ -52,14 +52,20 @@ def judge(
     ids = select_records(ctx.store, record_ids or None, where=where)
     if not ids:
         raise UsageError("no record matches --where: nothing to judge")
-    with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
-        report = judge_records(
-            ctx.store, client, definition, ids, concurrency=concurrency, allow_stale=allow_stale, progress=progress
-        )
+    try:
+        with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
+            report = judge_records(
+                ctx.store, client, definition, ids, concurrency=concurrency, allow_stale=allow_stale, progress=progress
+            )
+    except Interrupted as exc:  # Ctrl-C: the verdicts that arrived are stored; exit 130
+        report = exc.done
     if as_json:
         emit_json(report.to_dict())
     else:
         _summary(report)
+    if report.interrupted:
+        click.echo(f"localstore: interrupted: the {report.succeeded} verdict(s) that arrived are stored; "
+                   f"{len(report.not_judged)} record(s) not judged", err=True)
     return report.exit_code
 
 

@@ -16,9 +16,14 @@ that names the problem and, where there is one, the fix.
             ├── RequestRejectedError 400/409/422: the server refused this request
             ├── RateLimitedError     429
             └── ServerError          408/5xx
+
+    KeyboardInterrupt
+    └── Interrupted           Ctrl-C stopped a long command: what it had done
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LocalstoreError(Exception):
@@ -45,6 +50,16 @@ class StoreError(LocalstoreError):
 
 class SyncInProgressError(StoreError):
     """Another sync holds this store's lock."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a long command (pull, sync, judge). ``done`` is its report of what
+    it had done by then, for the CLI to print before it exits 130; what was being sent
+    was abandoned, its outcome unknown (the next sync settles it)."""
+
+    def __init__(self, done: Any) -> None:
+        super().__init__("interrupted")
+        self.done = done
 
 
 class ApiError(LocalstoreError):

@@ -26,6 +26,7 @@ from .edits import parse_json_object_text, resolve_record_id, validate_object
 from .errors import (
     ApiError,
     AuthenticationError,
+    Interrupted,
     NotFoundError,
     NotFoundLocally,
     RequestRejectedError,
@@ -249,10 +250,13 @@ class JudgeReport:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {record_id, reason}
     not_judged: list[str] = field(default_factory=list)  # left out when the batch stopped
     stopped: str | None = None  # why the batch stopped early, if it did
+    interrupted: bool = False  # Ctrl-C stopped it
     answers: Counter[str | float] = field(default_factory=Counter)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
         return 1 if self.failed or self.not_judged else 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -267,6 +271,7 @@ class JudgeReport:
             "skips": self.skipped,
             "not_judged": self.not_judged,
             "stopped": self.stopped,
+            "interrupted": self.interrupted,
             "answers": [
                 {"answer": answer, "n": n}
                 for answer, n in sorted(self.answers.items(), key=lambda kv: (-kv[1], str(kv[0])))
@@ -308,7 +313,9 @@ def judge_records(
     A record that fails for good is reported and the others go on. Raises the
     TransportError (AuthenticationError) when the server is unreachable (refuses the
     key) before any verdict: then nothing is stored. Once verdicts have arrived, such a
-    failure stops the batch: what completed is kept, the rest is ``not_judged``."""
+    failure stops the batch: what completed is kept, the rest is ``not_judged``. Ctrl-C
+    does the same (calls in flight are abandoned) and raises :class:`Interrupted` with
+    the report."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {concurrency!r}")
     judge_def = dict(definition)
@@ -325,7 +332,11 @@ def judge_records(
         else:
             report.skipped.append({"record_id": rid, "reason": reason})
     if todo:
-        _Run(store, client, judge_def, report, known, progress).run(todo, concurrency)
+        try:
+            _Run(store, client, judge_def, report, known, progress).run(todo, concurrency)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            raise Interrupted(report) from None
     return report
 
 
@@ -377,11 +388,16 @@ class _Run:
                 if len(self.batch) >= COMMIT_EVERY or time.monotonic() - last > COMMIT_SECONDS:
                     self.flush()
                     last = time.monotonic()
+        except KeyboardInterrupt:
+            self.report.stopped = "interrupted (Ctrl-C)"
+            raise
         finally:
-            outcomes.close()  # cancels what has not started; waits for calls in flight
+            outcomes.close()  # cancels what has not started; abandons calls in flight
+            if self.store.conn.in_transaction:  # Ctrl-C just before a COMMIT
+                self.store.conn.execute("ROLLBACK")
             self.flush()
-        if self.report.stopped is not None:
-            self.report.not_judged = [rid for rid in todo if rid not in self.finished]
+            if self.report.stopped is not None:
+                self.report.not_judged = [rid for rid in todo if rid not in self.finished]
 
     def _row(self, rid: str, verdict: JudgeOutput) -> tuple[Any, ...]:
         self.failures_in_a_row = 0

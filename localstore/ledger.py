@@ -17,14 +17,15 @@ Transitions: user edits (:func:`edit`, :func:`delete`, :func:`create`, :func:`re
 sync (:func:`recover`, :func:`begin_push`, :func:`push_done`, :func:`begin_delete`,
 :func:`delete_done`, :func:`begin_create`, :func:`create_landed`, :func:`create_rejected`,
 :func:`create_not_landed`, :func:`settle`, :func:`conflict`, :func:`remote_gone`),
-and resolution (:func:`resolve_theirs`, :func:`restart`, :func:`recreate`).
+and resolution (:func:`resolve_theirs`, :func:`restart`, :func:`recreate`,
+:func:`narrow_conflict`).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -870,6 +871,37 @@ def restart(conn: sqlite3.Connection, rid: str, remote: Remote, target: Content 
     for part in PARTS:
         if local[part] is not None:
             _log(conn, rid, dataset_id, Kind(part), local[part], remote.updated_at)
+
+
+def narrow_conflict(
+    conn: sqlite3.Connection, rid: str, base: Content, local: Content, parts: Sequence[str]
+) -> None:
+    """Some parts of a conflict were settled one at a time (``resolve ID PART``) while
+    ``parts`` still conflict: the record stays in conflict on those, with ``base`` and
+    ``local`` as its new per-part base and local values (a settled part's base is the
+    remote value it was settled against). A part whose local value now equals its base
+    is no longer edited (its entries are reverted: it shows the server's value); one
+    whose local value changed gets a new pending entry, superseding the old one."""
+    working = _working(conn, rid)
+    assert working is not None and working["state"] == RecordState.CONFLICT and parts
+    assert not working["deleted"] and not working["is_create"]
+    for part in PARTS:
+        old_base = json.loads(working[f"base_{part}"])
+        old_local = old_base if working[part] is None else json.loads(working[part])
+        new_base, new_local = getattr(base, part), getattr(local, part)
+        if json_equal(old_base, new_base) and json_equal(old_local, new_local):
+            continue
+        if json_equal(new_local, new_base):
+            _close(conn, rid, ChangeState.REVERTED, "resolved: the server's value taken", kinds=[part])
+            conn.execute(f"UPDATE working SET {part} = NULL, base_{part} = ? WHERE record_id = ?",
+                         (canonical(new_base), rid))
+            continue
+        conn.execute(f"UPDATE working SET {part} = ?, base_{part} = ? WHERE record_id = ?",
+                     (canonical(new_local), canonical(new_base), rid))
+        if not json_equal(old_local, new_local):
+            _close(conn, rid, ChangeState.SUPERSEDED, "resolved part by part", kinds=[part])
+            _log(conn, rid, working["dataset_id"], Kind(part), canonical(new_local), working[f"base_{part}_at"])
+    conn.execute("UPDATE working SET conflict_parts = ? WHERE record_id = ?", (canonical(list(parts)), rid))
 
 
 def recreate(conn: sqlite3.Connection, rid: str, target: Content) -> str:

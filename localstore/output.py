@@ -137,16 +137,33 @@ def _shares(natural: list[int], available: int) -> list[int]:
     return widths
 
 
+def _fair_shares(natural: list[int], available: int) -> list[int]:
+    """Widths for columns of equal standing (base, ours, theirs): the narrow ones keep
+    their width, the wide ones share what is left evenly, none below MIN_CELL."""
+    widths = list(natural)
+    left = available
+    order = sorted(range(len(natural)), key=natural.__getitem__)
+    for done, i in enumerate(order):
+        share = max(left // (len(order) - done), min(natural[i], MIN_CELL))
+        widths[i] = min(natural[i], share)
+        left -= widths[i]
+    return widths
+
+
 def emit_table(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     *,
     title: str | None = None,
     console: Console | None = None,
+    fair: bool = False,
+    whole: Sequence[str] = (),
 ) -> None:
     """A table as wide as the terminal. Id columns are always whole; the other columns
-    share the remaining width and end in "…" when cut. When the ids alone do not fit,
-    the table is wider than the terminal rather than cutting them."""
+    share the remaining width and end in "…" when cut (the rightmost gives way first,
+    or, ``fair``, they share evenly); columns named in ``whole`` are never cut either.
+    When those alone do not fit, the table is wider than the terminal rather than cutting
+    them."""
     from rich import box
     from rich.cells import cell_len
     from rich.console import Console
@@ -156,11 +173,12 @@ def emit_table(
     console = console or Console(soft_wrap=False)
     texts = [[_one_line(cell_text(v)) for v in row] for row in rows]
     natural = [max([cell_len(c), *(cell_len(r[i]) for r in texts)]) for i, c in enumerate(columns)]
-    ids = [i for i, c in enumerate(columns) if is_id_column(c)]
+    ids = [i for i, c in enumerate(columns) if is_id_column(c) or c in whole]
     others = [i for i in range(len(columns)) if i not in ids]
     chrome = 3 * len(columns) - 3  # padding between cells and the dividers
     available = console.width - chrome - sum(natural[i] for i in ids)
-    widths = dict(zip(others, _shares([natural[i] for i in others], available), strict=True))
+    share = _fair_shares if fair else _shares
+    widths = dict(zip(others, share([natural[i] for i in others], available), strict=True))
     needed = chrome + sum(natural[i] for i in ids) + sum(widths.values())
     if needed > console.width:
         console = Console(file=console.file, soft_wrap=False, width=needed, force_terminal=console.is_terminal)
@@ -189,6 +207,8 @@ def emit_listing(
     empty: str = "nothing to list",
     title: str | None = None,
     table_columns: Sequence[str] | None = None,
+    fair: bool = False,
+    whole: Sequence[str] = (),
 ) -> None:
     """A listing in the format asked for: --json (the whole rows), --csv (``columns``
     with a header), a table in a terminal (of ``table_columns`` if given, under
@@ -206,7 +226,7 @@ def emit_listing(
         click.echo(empty, err=True)
     elif stdout_is_terminal():
         shown = table_columns or columns
-        emit_table(shown, [[r.get(c) for c in shown] for r in rows], title=title)
+        emit_table(shown, [[r.get(c) for c in shown] for r in rows], title=title, fair=fair, whole=whole)
     else:
         emit_tsv(values)
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import ledger
 from .bounded import bounded
-from .errors import ApiError, NotFoundError, ProtocolError, UsageError
+from .errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
 from .ids import parse_uuid
 from .jsonutil import canonical, json_equal
 from .store import MIRROR_COLUMNS, Store, upsert_mirror_rows
@@ -286,11 +287,12 @@ def get_many(
         except ApiError as exc:
             return rid, None, exc
 
-    for rid, record, error in bounded(get, record_ids, concurrency):
-        if error is None:
-            found[rid] = record
-        else:
-            failed[rid] = error
+    with closing(bounded(get, record_ids, concurrency)) as results:  # Ctrl-C: none started after
+        for rid, record, error in results:
+            if error is None:
+                found[rid] = record
+            else:
+                failed[rid] = error
     return found, failed
 
 
@@ -419,25 +421,32 @@ def pull(
     """Mirror the given datasets (and track them); none given: every tracked dataset.
     A dataset is tracked in the transaction that applies its listing: a failed pull
     leaves the store as it was. A tracked dataset deleted on the server does not stop
-    the others."""
+    the others. Ctrl-C raises :class:`Interrupted` with the results of the datasets
+    pulled by then (what was applied stays; the dataset being pulled is as it was, or
+    applied but not yet confirmed)."""
     metadata: dict[str, Any] = {}
-    if dataset_ids:
-        wanted = [parse_uuid(d, what="dataset id") for d in dataset_ids]
-        for dataset_id in wanted:
-            try:
-                metadata[dataset_id] = client.get_dataset(dataset_id)
-            except NotFoundError:
-                raise UsageError(f"dataset {dataset_id} does not exist on the server") from None
-    else:
-        wanted = store.tracked_dataset_ids()
-        if not wanted:
-            raise UsageError("no tracked datasets yet: `localstore pull DATASET_ID` mirrors one")
-    return [
-        pull_dataset(
-            store, client, d, concurrency=concurrency, progress=progress, dataset=metadata.get(d)
-        )
-        for d in wanted
-    ]
+    results: list[PullResult] = []
+    try:
+        if dataset_ids:
+            wanted = [parse_uuid(d, what="dataset id") for d in dataset_ids]
+            for dataset_id in wanted:
+                try:
+                    metadata[dataset_id] = client.get_dataset(dataset_id)
+                except NotFoundError:
+                    raise UsageError(f"dataset {dataset_id} does not exist on the server") from None
+        else:
+            wanted = store.tracked_dataset_ids()
+            if not wanted:
+                raise UsageError("no tracked datasets yet: `localstore pull DATASET_ID` mirrors one")
+        for d in wanted:
+            results.append(pull_dataset(
+                store, client, d, concurrency=concurrency, progress=progress, dataset=metadata.get(d)
+            ))
+    except KeyboardInterrupt:
+        if store.conn.in_transaction:  # interrupted just before a COMMIT: dropped, as by a crash
+            store.conn.execute("ROLLBACK")
+        raise Interrupted(results) from None
+    return results
 
 
 def get_record_checked(client: Client, rid: str) -> Record:

@@ -12,6 +12,12 @@ Planning and marking in flight happen in one transaction (an edit cannot slip be
 them); the entries sent are captured then, and each outcome settles exactly those, as it
 arrives, through the ledger's transitions. An interrupted sync loses nothing: the next
 one finds the entries in flight and settles them by a 3-way merge against their base.
+
+Ctrl-C (KeyboardInterrupt on the main thread) stops at once: no request is started any
+more, outcomes that have arrived are committed, what was planned but never started is
+pending again, and the requests in flight are abandoned — their entries stay in flight
+and the next sync settles them as above. ``sync`` then raises :class:`Interrupted`
+carrying the report of what was done.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ledger
 from . import pull as pull_module
-from .errors import ApiError, NotFoundError, RequestRejectedError, TransportError
+from .errors import ApiError, Interrupted, NotFoundError, RequestRejectedError, TransportError
 from .ledger import InFlight, PartOutcome
 from .merge import Content
 from .plan import Conflict, Delete, Push, Remote, Settle, plan_record
@@ -69,6 +75,10 @@ class SyncReport:
     warnings: list[str] = field(default_factory=list)
     gone_datasets: list[str] = field(default_factory=list)
     planned: dict[str, int] = field(default_factory=dict)
+    # the records behind ``planned``: {"record_id", "action"} (+ "parts" for a conflict)
+    planned_records: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C stopped it
+    abandoned: int = 0  # requests in flight at Ctrl-C: their outcome is unknown
 
     @property
     def pushed(self) -> int:
@@ -76,6 +86,8 @@ class SyncReport:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
         if self.errors:
             return 1
         return 3 if self.open_conflicts else 0
@@ -96,15 +108,16 @@ def sync(
     progress: Progress | None = None,
 ) -> SyncReport:
     """Push queued edits, then pull. One sync at a time per store (SyncInProgressError).
-    With ``dry_run`` nothing is sent and the store is not changed."""
+    With ``dry_run`` nothing is sent and the store is not changed. Ctrl-C raises
+    :class:`Interrupted` with the report of what was done (the run counts as failed)."""
     report = SyncReport(dry_run=dry_run)
     with store.sync_lock():
         run_id = None
-        if not dry_run:
-            with store.transaction() as conn:
-                ledger.recover(conn)
-            run_id = _start_run(store)
         try:
+            if not dry_run:
+                with store.transaction() as conn:
+                    ledger.recover(conn)
+                run_id = _start_run(store)
             run = _Run(store, client, report, concurrency, progress, dry_run)
             listed = run.push()
             if not dry_run and not report.errors:
@@ -113,6 +126,9 @@ def sync(
                         run.pull(dataset_id)
         except ApiError as exc:
             report.errors.append(str(exc))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            _rollback_open(store)
         finally:
             report.open_conflicts = ledger.conflict_count(store.conn)
             if dry_run:
@@ -121,7 +137,16 @@ def sync(
             report.pending = ledger.pending_count(store.conn)
             if not dry_run:
                 _finish_run(store, run_id, report)
+    if report.interrupted:
+        raise Interrupted(report)
     return report
+
+
+def _rollback_open(store: Store) -> None:
+    """A KeyboardInterrupt can land between a transaction's last statement and its
+    COMMIT: what it held is dropped, as a crash would."""
+    if store.conn.in_transaction:
+        store.conn.execute("ROLLBACK")
 
 
 class _Run:
@@ -145,7 +170,7 @@ class _Run:
         self.progress = progress
         self.dry_run = dry_run
         self.pool: ThreadPoolExecutor | None = None
-        self.running: set[Future[Commit]] = set()
+        self.running: dict[Future[Commit], _Request] = {}
         self.to_plan: list[tuple[str, Remote | None]] = []
         self.ready: list[Commit] = []  # outcomes and mirror refreshes for the next commit
         self.to_send: list[_Request] = []  # requests to start once their plan is committed
@@ -162,27 +187,62 @@ class _Run:
         """Check, plan and send every pending change. Returns the datasets listed
         completely (their pull is done)."""
         listed: set[str] = set()
-        to_check = ledger.records_to_check(self.store.conn)
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="localstore-push") as pool:
-            self.pool = pool
+        self.pool = pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency),
+                                              thread_name_prefix="localstore-push")
+        try:
             try:
-                for dataset_id in sorted(to_check.keys() | ledger.datasets_creating(self.store.conn)):
-                    edits = set(to_check.get(dataset_id, ()))
-                    if self._should_list(dataset_id, edits):
-                        if self._list(dataset_id, edits):
-                            listed.add(dataset_id)
-                    elif edits:
-                        self._lookup(edits)
-                    if self.abort_reason is not None:
-                        break
-                if self.abort_reason is None:
-                    self._creates()
-                self._flush_deletes()
-            finally:
-                self._drain(wait_all=True)
+                self._check_and_send(listed)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                self._drain(wait_all=True)  # what is in flight finishes and is committed
+                raise
+            self._drain(wait_all=True)
+        except KeyboardInterrupt:
+            self._abandon()
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         if self.abort_reason is not None:
             self.report.errors.append(self.abort_reason)
         return listed
+
+    def _check_and_send(self, listed: set[str]) -> None:
+        to_check = ledger.records_to_check(self.store.conn)
+        for dataset_id in sorted(to_check.keys() | ledger.datasets_creating(self.store.conn)):
+            edits = set(to_check.get(dataset_id, ()))
+            if self._should_list(dataset_id, edits):
+                if self._list(dataset_id, edits):
+                    listed.add(dataset_id)
+            elif edits:
+                self._lookup(edits)
+            if self.abort_reason is not None:
+                break
+        if self.abort_reason is None:
+            self._creates()
+        self._flush_deletes()
+
+    def _abandon(self) -> None:
+        """Ctrl-C: start nothing more; commit the outcomes that have arrived, and put
+        back to pending what was marked in flight but never started. Requests in flight
+        are abandoned: their entries stay in flight for the next sync to settle."""
+        _rollback_open(self.store)
+        commits = list(self.ready)
+        for future, request in self.running.items():
+            if future.done():
+                commits.append(future.result())
+            elif future.cancel():
+                commits.append(request.unsent)
+            else:
+                self.report.abandoned += 1
+        commits.extend(request.unsent for request in self.to_send)
+        if self.deletes:
+            commits.append(lambda conn, chunk=self.deletes: self._deletes_unsent(conn, chunk))
+        self.ready, self.to_send, self.deletes, self.to_plan, self.running = [], [], [], [], {}
+        if commits:
+            with self.store.transaction() as conn:
+                for commit in commits:
+                    commit(conn)
 
     def pull(self, dataset_id: str) -> None:
         result = pull_dataset(self.store, self.client, dataset_id, concurrency=self.concurrency,
@@ -299,7 +359,7 @@ class _Run:
             return
         work = works[0]
         action = plan_record(work, remote)
-        self._count(type(action).__name__.lower())
+        self._count(type(action).__name__.lower(), rid, getattr(action, "parts", None))
         if self.dry_run:
             return
         if remote is None:
@@ -332,8 +392,13 @@ class _Run:
         if outcome == "conflict":
             self.report.new_conflicts += 1
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, record_id: str, parts: tuple[str, ...] | None = None) -> None:
         self.report.planned[name] = self.report.planned.get(name, 0) + 1
+        if self.dry_run:
+            entry: dict[str, Any] = {"record_id": record_id, "action": name}
+            if parts is not None:
+                entry["parts"] = list(parts)
+            self.report.planned_records.append(entry)
 
     # ------------------------------------------------------------ sending
 
@@ -358,12 +423,12 @@ class _Run:
         if self.dry_run:
             for work in ledger.load_work(self.store.conn):
                 if work.kind == "create":
-                    self._count("create")
+                    self._count("create", work.record_id)
             return
         with self.store.transaction() as conn:
             flights = [ledger.begin_create(conn, w) for w in ledger.load_work(conn) if w.kind == "create"]
         for flight in flights:
-            self._count("create")
+            self._count("create", flight.record_id)
             self.to_send.append(_Request(lambda f=flight: self._post(f),
                                          lambda c, f=flight: ledger.create_not_landed(c, f.record_id)))
         self._drain()
@@ -506,7 +571,8 @@ class _Run:
         requests it planned. With ``wait_all``, keep going until nothing is left."""
         while True:
             finished = [f for f in self.running if f.done()]
-            self.running.difference_update(finished)
+            for future in finished:
+                del self.running[future]
             outcomes = self.ready + [f.result() for f in finished]
             plans, self.to_plan, self.ready = self.to_plan, [], []
             if outcomes or plans:
@@ -538,7 +604,7 @@ class _Run:
             if self.abort_reason is not None:
                 self.ready.append(request.unsent)
             else:
-                self.running.add(self.pool.submit(request.send))
+                self.running[self.pool.submit(request.send)] = request
 
 
 @dataclass(frozen=True)
@@ -565,11 +631,13 @@ def _start_run(store: Store) -> int:
 def _finish_run(store: Store, run_id: int | None, report: SyncReport) -> None:
     if run_id is None:
         return
-    status = "failed" if report.errors else "conflicts" if report.open_conflicts else "ok"
+    failed = report.errors or report.interrupted
+    status = "failed" if failed else "conflicts" if report.open_conflicts else "ok"
+    notes = ["interrupted (Ctrl-C)"] if report.interrupted else []
     with store.transaction() as conn:
         conn.execute(
             """UPDATE sync_runs SET finished_at = ?, pushed = ?, pulled = ?, conflicts = ?,
                       errors = ?, status = ?, message = ? WHERE id = ?""",
             (now_ts(), report.pushed, report.pulled, report.open_conflicts, len(report.errors),
-             status, "; ".join(report.errors + report.warnings)[:1000] or None, run_id),
+             status, "; ".join(notes + report.errors + report.warnings)[:1000] or None, run_id),
         )

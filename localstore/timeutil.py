@@ -78,3 +78,15 @@ def normalize_ts(value: object, *, field: str = "timestamp") -> str:
         return format_ts(moment)
     except (ValueError, OverflowError):
         raise ProtocolError(f"server sent {field}={value!r}, out of range") from None
+
+
+def ago(stamp: str, now: datetime | None = None) -> str:
+    """How long ago ``stamp`` was, as a person says it: "just now", "42 s ago", "3 min
+    ago", "5 h ago", "3 days ago" (a stamp in the future, from a skewed clock: "just now")."""
+    seconds = ((now or datetime.now(UTC)) - parse_ts(stamp)).total_seconds()
+    if seconds < 5:
+        return "just now"
+    for unit, size, until in (("s", 1, 60), ("min", 60, 3600), ("h", 3600, 2 * 86400)):
+        if seconds < until:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds // 86400)} days ago"

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import termios
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -34,7 +35,10 @@ class PtyResult:
 def run_in_pty(
     args: list[str], *, env: dict[str, str], columns: int = 100, rows: int = 40,
     timeout: float = 60, cwd: str | None = None,
+    poll: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> PtyResult:
+    """``poll``, if given, is called with the process about 50 times a second while it
+    runs (to act on it meanwhile, e.g. send it SIGINT as Ctrl-C would)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     full_env = {**env, "COLUMNS": str(columns), "LINES": str(rows), "TERM": env.get("TERM", "xterm")}
@@ -48,7 +52,12 @@ def run_in_pty(
         deadline = time.monotonic() + timeout
         try:
             while True:
-                ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+                if poll is not None:
+                    poll(proc)
+                left = max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([master], [], [], left if poll is None else min(left, 0.02))
+                if not ready and poll is not None and left > 0:
+                    continue
                 if not ready:
                     proc.kill()
                     proc.wait()

@@ -406,7 +406,7 @@ CASES: list[Case] = [
       "one statement at a time", files={"j.json": json.dumps(JUDGE).encode()}),
     C("judge ids and --where", ("judge", "{rid}", "--where", "1", "--judge-file", "j.json"), "not both",
       files={"j.json": json.dumps(JUDGE).encode()}),
-    C("resolve without a choice", ("resolve", "{rid}"), "give exactly one of --ours, --theirs or --file"),
+    C("resolve without a choice", ("resolve", "{rid}"), "give exactly one of --ours, --theirs, --edit or --file"),
     C("resolve --ours --theirs", ("resolve", "{rid}", "--ours", "--theirs"), "give exactly one of --ours, --theirs"),
     C("resolve --theirs --file", ("resolve", "{rid}", "--theirs", "--file", "m.json"), "give exactly one of",
       files={"m.json": b"{}"}),

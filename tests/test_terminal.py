@@ -109,7 +109,7 @@ LISTINGS = {
     "records": ["id", "dataset_id", "sync_state", "updated_at", "properties"],
     "datasets": ["id", "name", "tracked", "records", "last_pulled_at"],
     "log": ["id", "created_at", "record_id", "kind", "state", "error"],
-    "conflicts": ["record_id", "parts", "detected_at"],
+    "conflicts": ["record_id", "part", "base", "ours", "theirs"],
 }
 
 
@@ -135,7 +135,7 @@ def test_piped_listings_are_tab_separated_rows_with_whole_ids(filled: Filled) ->
 
     conflicts = [line.split("\t") for line in localstore("conflicts", env=env).stdout.splitlines()]
     assert [r[0] for r in conflicts] == [filled.conflicted]
-    assert json.loads(conflicts[0][1])  # the parts in conflict, as JSON
+    assert conflicts[0][1] == "/properties/label" and conflicts[0][3:] == ['"mine"', '"theirs"']
 
 
 def test_the_ids_of_a_pipe_feed_the_next_command(store_copy: Path, filled: Filled) -> None:
