@@ -213,6 +213,14 @@ SELECT r.id, r.dataset_id, NULL, NULL,
 FROM records AS r
 WHERE json_type(r.payload, '$.messages') IS NOT 'array';
 
+-- 1 while a pull applies a listing: the mirror's triggers stand aside and the pull
+-- indexes the records it wrote in a few set-based statements, in the same transaction.
+CREATE TABLE search_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))
+);
+INSERT INTO search_state (id) VALUES (1);
+
 -- What is indexed: the rows of search_source that hold text, as of the last change.
 CREATE TABLE search_docs (
     id         INTEGER PRIMARY KEY,
@@ -235,7 +243,9 @@ CREATE VIRTUAL TABLE search_fts USING fts5(
 -- Recompute a record's rows whenever what `records` shows of it may have changed. A
 -- change that cannot change its text (a pull re-listing an unchanged record, a working
 -- copy that only edits properties) costs nothing.
-CREATE TRIGGER search_mirror_insert AFTER INSERT ON mirror BEGIN
+CREATE TRIGGER search_mirror_insert AFTER INSERT ON mirror
+WHEN (SELECT deferred FROM search_state) = 0
+BEGIN
     INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
     SELECT 'delete', id, content, record_id, dataset_id, idx, role FROM search_docs
     WHERE record_id = new.id;
@@ -247,8 +257,9 @@ CREATE TRIGGER search_mirror_insert AFTER INSERT ON mirror BEGIN
     SELECT id, content, record_id, dataset_id, idx, role FROM search_docs WHERE record_id = new.id;
 END;
 CREATE TRIGGER search_mirror_update AFTER UPDATE OF id, dataset_id, deleted_at, payload ON mirror
-WHEN old.payload IS NOT new.payload OR old.id IS NOT new.id OR old.dataset_id IS NOT new.dataset_id
-  OR (old.deleted_at IS NULL) IS NOT (new.deleted_at IS NULL)
+WHEN (SELECT deferred FROM search_state) = 0
+  AND (old.payload IS NOT new.payload OR old.id IS NOT new.id OR old.dataset_id IS NOT new.dataset_id
+       OR (old.deleted_at IS NULL) IS NOT (new.deleted_at IS NULL))
 BEGIN
     INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
     SELECT 'delete', id, content, record_id, dataset_id, idx, role FROM search_docs

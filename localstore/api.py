@@ -480,12 +480,13 @@ class Client:
         )
 
     def iter_record_pages(
-        self, dataset_id: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int = 8
+        self, dataset_id: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int = 8,
+        track_ids: bool = True,
     ) -> ListingIterator:
         """Every page of a dataset, fetched ``concurrency`` at a time and yielded as
         they arrive (not in page order). After exhaustion ``.listing`` says whether
-        the listing is complete. Raises if any page fails for good; the caller
-        must then discard what it got."""
+        the listing is complete (``track_ids``: see ListingIterator). Raises if any
+        page fails for good."""
         ref = _dataset_ref(dataset_id)
         _check_page(1, page_size)
         if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
@@ -495,6 +496,7 @@ class Client:
             ref,
             page_size=page_size,
             concurrency=concurrency,
+            track_ids=track_ids,
         )
 
     def create_record(

@@ -97,7 +97,11 @@ class ListingIterator(Iterator["RecordPage"]):
     """Iterates the pages of one dataset; ``listing`` is filled when the iteration
     ends: exhausted, or failed (then ``listing.failed`` is True, ``complete`` False,
     and the iterator raised the error). It stays None if the caller stops early.
-    Close it (or use ``with``) to stop early; in-flight requests are abandoned."""
+    Close it (or use ``with``) to stop early; in-flight requests are abandoned.
+
+    Without ``track_ids`` the ids seen are not kept (a million of them weigh ~100 MB):
+    ``complete`` then only says that the pages and counts add up, and the caller, which
+    keeps the ids elsewhere, checks that the distinct ids equal ``count``."""
 
     def __init__(
         self,
@@ -106,8 +110,10 @@ class ListingIterator(Iterator["RecordPage"]):
         *,
         page_size: int,
         concurrency: int,
+        track_ids: bool = True,
     ) -> None:
         self._fetch = fetch
+        self._track_ids = track_ids
         self._dataset_id = dataset_id
         self._page_size = page_size
         self._concurrency = concurrency
@@ -158,24 +164,26 @@ class ListingIterator(Iterator["RecordPage"]):
                     f"page {page.page} of dataset {self._dataset_id} holds record {record.id} "
                     f"of dataset {record.dataset_id}"
                 )
-            self._ids.add(record.id)
+            if self._track_ids:
+                self._ids.add(record.id)
         self._records += len(page.records)
         return page
 
     def _finish(self, count: int, *, failed: bool) -> None:
         problems = list(self._problems)
-        if not failed and len(self._ids) != count:
-            problems.append(f"saw {len(self._ids)} distinct records, count is {count}")
+        distinct = len(self._ids) if self._track_ids else self._records
+        if not failed and self._track_ids and distinct != count:
+            problems.append(f"saw {distinct} distinct records, count is {count}")
         if failed:
             problems.append("a page failed")
-        complete = not failed and len(self._ids) == count and set(self._counts) == {count}
+        complete = not failed and (distinct == count or not self._track_ids) and set(self._counts) == {count}
         self.listing = Listing(
             dataset_id=self._canonical_dataset or self._dataset_id,
             count=count,
             complete=complete,
             pages=self._pages,
             records=self._records,
-            distinct=len(self._ids),
+            distinct=distinct,
             page_size=self._page_size,
             counts=tuple(self._counts),
             failed=failed,
@@ -206,7 +214,7 @@ class ListingIterator(Iterator["RecordPage"]):
                     )
                 before = len(self._ids)
                 page = self._take(self._fetch(page_no), count)
-                if page.records and len(self._ids) == before:
+                if self._track_ids and page.records and len(self._ids) == before:
                     raise ProtocolError(
                         f"server repeats records on page {page_no} of dataset {self._dataset_id}"
                     )

@@ -1,10 +1,12 @@
 """Pull: mirror the server's records into the store — the one listing pipeline that
 ``pull`` and ``sync`` share.
 
-Pages stream into per-connection temp tables (memory stays flat, the store file is not
-locked); one transaction then applies the listing to the mirror. A record's content is
-compared on every pull, not just its ``updated_at`` (two writes in one millisecond share
-it). Working copies are never touched by a pull.
+Pages are written into the mirror as they arrive, a batch at a time in short
+transactions (memory stays flat, other processes can edit meanwhile, and the writing
+overlaps the next pages' requests): new records and records whose content changed —
+compared on every pull, not just by ``updated_at`` (two writes in one millisecond share
+it) — with their full-text rows, indexed in bulk. Working copies are never touched by a
+pull. Nothing is removed until the whole listing is read.
 
 The API pages by offset, so a record deleted on an early page while later pages are
 read shifts the rest: **absence from a listing proves nothing**. A mirrored record the
@@ -15,9 +17,8 @@ never-landed only when two complete listings in a row agree and neither holds it
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,8 @@ from .bounded import bounded
 from .errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
 from .ids import parse_uuid
 from .jsonutil import canonical, json_equal
-from .store import MIRROR_COLUMNS, Store, upsert_mirror_rows
+from .search_text import message_docs
+from .store import MIRROR_UPSERT, Store, upsert_mirror_rows
 from .timeutil import now_ts
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int | None], None]
 OnPage = Callable[[list["Record"]], None]
-STAGING_BATCH = 2000
+WRITE_BATCH = 1000  # records per transaction while a listing is written
 PAGE_SIZE = 100
 
 
@@ -54,83 +56,218 @@ class PullResult:
 
 @dataclass
 class Listed:
-    """A whole listing of one dataset held in the staging tables, not yet applied."""
+    """What a whole listing of one dataset did to the mirror (its ids stay in
+    ``temp.seen`` until the next listing): the mirrored records it did not show, to be
+    looked up, and the creates it recognised (provisional id -> the server's record)."""
 
     dataset_id: str
     count: int
     complete: bool
     problems: list[str]
-    ids: frozenset[str]
+    records: int = 0
+    removed: int = 0
+    conflicts: int = 0
+    missing: list[str] = field(default_factory=list)
+    adopted: dict[str, Any] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------ staging
+# ------------------------------------------------------------------ writing a listing
 
 
-class Stager:
-    """Collects one dataset's listing into two temp tables, in batched transactions:
-    ``seen`` holds every id listed and ``staging`` the records that are new or differ
-    from the mirror — in ``updated_at`` or in content. Re-pulling an unchanged dataset
-    writes almost nothing."""
+class MirrorWriter:
+    """Writes one dataset's listing into the mirror, batch by batch. Records in
+    ``exclude`` (a live collection: sync adds the records it writes to) keep their row."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        conn.execute(
-            f"""CREATE TEMP TABLE IF NOT EXISTS staging (
-                    {MIRROR_COLUMNS.replace("id,", "id PRIMARY KEY,", 1)})"""
-        )
+    def __init__(
+        self, store: Store, dataset_id: str, *, dataset: Any = None,
+        exclude: Collection[str] = (), write: bool = True,
+    ) -> None:
+        self.store = store
+        self.conn = store.conn
+        self.dataset_id = dataset_id
+        self.dataset = dataset
+        self.exclude = exclude
+        self.write = write
+        self.started = False
+        self.batch: list[Record] = []
+        self.seen = 0
+        self.removed = self.conflicts = 0
+        self.adopted: dict[str, Any] = {}
+        self.unmatched_new = False
+        conn = self.conn
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
-        conn.execute("DELETE FROM temp.staging")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_ids (id TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM temp.seen")
-        self.seen: list[tuple[str]] = []
-        self.rows: list[tuple[Any, ...]] = []
+        self.creating = write and bool(ledger.creates_in_flight(conn, dataset_id))
 
     def add(self, records: Iterable[Record]) -> None:
-        records = list(records)
-        if not records:
-            return
-        known = {
-            row[0]: row[1:]
-            for row in self.conn.execute(
-                f"""SELECT id, updated_at, deleted_at, payload, properties FROM mirror
-                    WHERE id IN ({','.join('?' * len(records))})""",
-                [r.id for r in records],
-            )
-        }
-        for r in records:
-            self.seen.append((r.id,))
-            payload, properties = canonical(r.payload), canonical(r.properties)
-            mirrored = known.get(r.id)
-            if (
-                mirrored is None
-                or r.deleted_at is not None
-                or mirrored[1] is not None
-                or mirrored[0] != r.updated_at
-                or mirrored[2] != payload
-                or mirrored[3] != properties
-            ):
-                self.rows.append(
-                    (r.id, r.dataset_id, r.created_at, r.updated_at, r.deleted_at, r.source,
-                     payload, properties)
-                )
-        if len(self.seen) >= STAGING_BATCH:
+        self.batch.extend(records)
+        if len(self.batch) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        if not self.seen:
+        batch, self.batch = self.batch, []
+        self.seen += len(batch)
+        if not batch or not self.write:
             return
-        conn = self.conn
-        conn.execute("BEGIN")  # deferred, and only temp tables are written
-        try:
-            conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", self.seen)
-            conn.executemany(
-                f"INSERT OR REPLACE INTO temp.staging ({MIRROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                self.rows,
+        with self.store.transaction() as conn:
+            if not self.started:
+                self.started = True
+                if self.dataset is not None:
+                    self.store.upsert_dataset(self.dataset, tracked=True)
+                self.store.ensure_dataset(self.dataset_id)
+            conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", [(r.id,) for r in batch])
+            if self.creating:
+                self._adopt(conn, batch)
+            rows, text_changed, gone = self._changed(conn, batch)
+            conn.execute("UPDATE search_state SET deferred = 1")  # indexed below, in bulk
+            conn.executemany(MIRROR_UPSERT, rows)
+            conn.execute("UPDATE search_state SET deferred = 0")
+            _index(conn, text_changed)
+            for rid in gone:
+                outcome = ledger.remote_gone(conn, rid)
+                self.removed += outcome == "removed"
+                self.conflicts += outcome == "conflict"
+
+    def _changed(
+        self, conn: sqlite3.Connection, batch: list[Record]
+    ) -> tuple[list[tuple[Any, ...]], list[Record], list[str]]:
+        """Rows to write (new, or differing from the mirror), the records among them whose
+        text may have changed, and the ids listed as deleted."""
+        known = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                f"""SELECT id, updated_at, deleted_at, payload, properties FROM mirror
+                    WHERE id IN ({','.join('?' * len(batch))})""",
+                [r.id for r in batch],
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        self.seen, self.rows = [], []
+        }
+        rows, text_changed, gone = [], [], []
+        for r in batch:
+            if r.id in self.exclude:
+                continue
+            if r.deleted_at is not None:
+                gone.append(r.id)
+                continue
+            payload, properties = canonical(r.payload), canonical(r.properties)
+            mirrored = known.get(r.id)
+            changed_text = mirrored is None or mirrored[1] is not None or mirrored[2] != payload
+            if changed_text or mirrored[0] != r.updated_at or mirrored[3] != properties:  # type: ignore[index]
+                rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, None, r.source,
+                             payload, properties))
+                if changed_text:
+                    text_changed.append(r)
+        return rows, text_changed, gone
+
+    def _adopt(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+        """Creates left in flight (their answer lost): a listed record this store has
+        never seen, with exactly the body that was POSTed, is that create."""
+        ids = [r.id for r in batch]
+        marks = ",".join("?" * len(ids))
+        seen_before = {
+            row[0] for row in conn.execute(
+                f"""SELECT id FROM mirror WHERE id IN ({marks})
+                    UNION SELECT server_id FROM id_map WHERE server_id IN ({marks})""",
+                ids + ids,
+            )
+        }
+        new = sorted((r for r in batch if r.id not in seen_before and r.deleted_at is None),
+                     key=lambda r: (r.created_at, r.id))
+        for record in new:
+            for rid, body in ledger.creates_in_flight(conn, self.dataset_id):
+                if json_equal(record.payload, body["payload"]) and json_equal(
+                    record.properties, body.get("properties") or {}
+                ):
+                    ledger.create_landed(conn, rid, record)
+                    self.adopted[rid] = record
+                    break
+            else:
+                self.unmatched_new = True
+
+    def finish(self, listing: Any) -> Listed:
+        """After the last page: which mirrored records the listing did not show."""
+        self.flush()
+        listed = Listed(self.dataset_id, listing.count, listing.complete, list(listing.problems),
+                        records=self.seen, removed=self.removed, conflicts=self.conflicts,
+                        adopted=self.adopted)
+        if not self.write:
+            return listed
+        with self.store.transaction() as conn:
+            if not self.started and self.dataset is not None:
+                self.store.upsert_dataset(self.dataset, tracked=True)
+            self.store.ensure_dataset(self.dataset_id)
+            distinct = conn.execute("SELECT count(*) FROM temp.seen").fetchone()[0]
+            if distinct != listing.count:
+                listed.complete = False
+                listed.problems.append(f"saw {distinct} distinct records, count is {listing.count}")
+            if self.creating and self.unmatched_new:
+                # new records, none exactly what was POSTed: one may be a create of ours
+                # that someone changed since; once mirrored it is never a candidate again
+                for rid, _ in ledger.creates_in_flight(conn, self.dataset_id, undecided_only=True):
+                    ledger.create_unconfirmed(conn, rid)
+            listed.missing = [
+                r[0]
+                for r in conn.execute(
+                    """SELECT id FROM mirror AS m WHERE m.dataset_id = ? AND m.deleted_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM temp.seen AS s WHERE s.id = m.id)""",
+                    (self.dataset_id,),
+                )
+                if r[0] not in self.exclude
+            ]
+            conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), self.dataset_id))
+        return listed
+
+
+def _index(conn: sqlite3.Connection, records: list[Record]) -> None:
+    """Bring the full-text index in step with mirror rows just written, as the mirror's
+    triggers would have one by one: for the records whose text the `records` view takes
+    from the mirror (no local payload, no local delete), their rows from search_text, or
+    from the search_source view for payloads search_text leaves to it."""
+    if not records:
+        return
+    ids = [r.id for r in records]
+    conn.execute("DELETE FROM temp.batch_ids")
+    conn.executemany("INSERT INTO temp.batch_ids (id) VALUES (?)", [(i,) for i in ids])
+    overridden = {
+        row[0] for row in conn.execute(
+            """SELECT record_id FROM working WHERE record_id IN (SELECT id FROM temp.batch_ids)
+               AND (payload IS NOT NULL OR (deleted = 1 AND state = 'pending'))"""
+        )
+    }
+    if overridden:
+        conn.executemany("DELETE FROM temp.batch_ids WHERE id = ?", [(i,) for i in overridden])
+    conn.execute(
+        """INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
+           SELECT 'delete', d.id, d.content, d.record_id, d.dataset_id, d.idx, d.role
+           FROM search_docs AS d WHERE d.record_id IN (SELECT id FROM temp.batch_ids)"""
+    )
+    conn.execute("DELETE FROM search_docs WHERE record_id IN (SELECT id FROM temp.batch_ids)")
+    first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM search_docs").fetchone()[0]
+    rows: list[tuple[Any, ...]] = []
+    by_view: list[str] = []
+    for record in records:
+        if record.id in overridden:
+            continue
+        docs = message_docs(record.payload)
+        if docs is None:
+            by_view.append(record.id)
+        else:
+            rows.extend((record.id, record.dataset_id, idx, role, text) for idx, role, text in docs)
+    conn.executemany(
+        "INSERT INTO search_docs (record_id, dataset_id, idx, role, content) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    for rid in by_view:  # one at a time: the view filters by record id only then
+        conn.execute(
+            """INSERT INTO search_docs (record_id, dataset_id, idx, role, content)
+               SELECT record_id, dataset_id, idx, role, content FROM search_source
+               WHERE record_id = ? AND content != ''""",
+            (rid,),
+        )
+    conn.execute(
+        """INSERT INTO search_fts (rowid, content, record_id, dataset_id, idx, role)
+           SELECT id, content, record_id, dataset_id, idx, role FROM search_docs WHERE id >= ?""",
+        (first,),
+    )
 
 
 def list_dataset(
@@ -142,130 +279,30 @@ def list_dataset(
     progress: Progress | None = None,
     on_page: OnPage | None = None,
     label: str = "pull",
+    dataset: Any = None,
+    exclude: Collection[str] = (),
+    write: bool = True,
 ) -> Listed:
-    """List every page of a dataset into the staging tables; ``on_page`` sees each
-    page's records as it arrives (sync plans pending records from it). A 404 here means
-    the dataset is gone (NotFoundError)."""
-    stager = Stager(store.conn)
-    pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency)
+    """List every page of a dataset into the mirror; ``on_page`` sees each page's records
+    as it arrives, before they are written (sync plans pending records from it). A 404
+    here means the dataset is gone (NotFoundError). ``dataset`` (metadata from the
+    server) is recorded and tracked with the first batch written."""
+    writer = MirrorWriter(store, dataset_id, dataset=dataset, exclude=exclude, write=write)
+    pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency, track_ids=False)
     seen = 0
     try:
         for page in pages:
             if on_page is not None:
                 on_page(page.records)
-            stager.add(page.records)
+            writer.add(page.records)
             seen += len(page.records)
             if progress:
                 progress(f"{label} {dataset_id[:8]}", seen, page.count)
     finally:
         pages.close()
-    stager.flush()
     listing = pages.listing
     assert listing is not None
-    return Listed(dataset_id, listing.count, listing.complete, list(listing.problems), listing.record_ids)
-
-
-class _StagedRecord:
-    __slots__ = ("created_at", "dataset_id", "deleted_at", "id", "payload", "properties", "source", "updated_at")
-
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        (self.id, self.dataset_id, self.created_at, self.updated_at, self.deleted_at,
-         self.source, payload, properties) = row
-        self.payload = json.loads(payload)
-        self.properties = json.loads(properties)
-
-
-@dataclass
-class Applied:
-    """What applying a listing found: records to look up (mirrored, live, not listed)
-    and creates it recognised (provisional id -> the server's record)."""
-
-    records: int
-    removed: int
-    conflicts: int
-    missing: list[str]
-    adopted: dict[str, Any]
-
-
-def apply_listing(
-    store: Store, listed: Listed, *, dataset: Any = None, exclude: Iterable[str] = ()
-) -> Applied:
-    """Apply a staged listing to the mirror in one transaction; ``dataset`` (metadata
-    from the server) is recorded and tracked in that same transaction. Records in
-    ``exclude`` keep their mirror row: a sync pushed them after they were listed."""
-    ds = listed.dataset_id
-    conn = store.conn
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS pushed_meanwhile (id TEXT PRIMARY KEY)")
-    conn.execute("DELETE FROM temp.pushed_meanwhile")
-    conn.executemany("INSERT OR IGNORE INTO temp.pushed_meanwhile (id) VALUES (?)", [(i,) for i in exclude])
-    with store.transaction() as conn:
-        if dataset is not None:
-            store.upsert_dataset(dataset, tracked=True)
-        store.ensure_dataset(ds)
-        adopted = _adopt(conn, ds)
-        conn.execute(
-            f"""INSERT INTO mirror ({MIRROR_COLUMNS})
-                SELECT {MIRROR_COLUMNS} FROM temp.staging
-                WHERE deleted_at IS NULL AND id NOT IN (SELECT id FROM temp.pushed_meanwhile)
-                ON CONFLICT (id) DO UPDATE SET
-                    dataset_id = excluded.dataset_id, created_at = excluded.created_at,
-                    updated_at = excluded.updated_at, deleted_at = NULL,
-                    source = excluded.source, payload = excluded.payload,
-                    properties = excluded.properties"""
-        )
-        listed_live = len(listed.ids) - conn.execute(
-            "SELECT count(*) FROM temp.staging WHERE deleted_at IS NOT NULL"
-        ).fetchone()[0]
-        removed = conflicts = 0
-        for (rid,) in conn.execute("SELECT id FROM temp.staging WHERE deleted_at IS NOT NULL").fetchall():
-            outcome = ledger.remote_gone(conn, rid)
-            removed += outcome == "removed"
-            conflicts += outcome == "conflict"
-        missing = [
-            r[0]
-            for r in conn.execute(
-                """SELECT id FROM mirror AS m WHERE m.dataset_id = ? AND m.deleted_at IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM temp.seen AS s WHERE s.id = m.id)
-                   AND id NOT IN (SELECT id FROM temp.pushed_meanwhile)""",
-                (ds,),
-            )
-        ]
-        conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), ds))
-    conn.execute("DELETE FROM temp.staging")
-    conn.execute("DELETE FROM temp.seen")
-    return Applied(listed_live, removed, conflicts, missing, adopted)
-
-
-def _adopt(conn: sqlite3.Connection, dataset_id: str) -> dict[str, Any]:
-    """Creates left in flight (their answer lost): a listed record this store has never
-    seen, with exactly the body that was POSTed, is that create. Matched one to one,
-    oldest first."""
-    in_flight = ledger.creates_in_flight(conn, dataset_id)
-    if not in_flight:
-        return {}
-    unseen = conn.execute(
-        f"""SELECT {MIRROR_COLUMNS} FROM temp.staging AS s
-            WHERE s.deleted_at IS NULL
-              AND NOT EXISTS (SELECT 1 FROM mirror AS m WHERE m.id = s.id)
-              AND NOT EXISTS (SELECT 1 FROM id_map AS i WHERE i.server_id = s.id)"""
-    ).fetchall()
-    candidates = sorted((_StagedRecord(r) for r in unseen), key=lambda r: (r.created_at, r.id))
-    adopted: dict[str, Any] = {}
-    for rid, body in in_flight:
-        for index, record in enumerate(candidates):
-            if json_equal(record.payload, body["payload"]) and json_equal(
-                record.properties, body.get("properties") or {}
-            ):
-                ledger.create_landed(conn, rid, record)
-                adopted[rid] = record
-                del candidates[index]
-                break
-    if candidates:
-        # new records, none exactly what was POSTed: one may be a create of ours that
-        # someone changed since; once mirrored they would never be candidates again
-        for rid, _ in ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
-            ledger.create_unconfirmed(conn, rid)
-    return adopted
+    return writer.finish(listing)
 
 
 # ------------------------------------------------------------------ confirmation
@@ -345,28 +382,35 @@ def confirm_creates(
     first: Listed,
     *,
     concurrency: int = 8,
-    exclude: Iterable[str] = (),
+    exclude: Collection[str] = (),
     deleted_meanwhile: Iterable[str] = (),
 ) -> tuple[int, list[str]]:
-    """Creates of this dataset still in flight after a listing: list again; when both
-    listings are complete and hold the same records (but those the caller deleted in
-    between), and neither holds the create, it never landed and becomes a pending create
-    again. Returns (adopted, problems)."""
-    if not ledger.creates_in_flight(store.conn, dataset_id, undecided_only=True):
+    """Creates of this dataset still in flight after a listing (its ids are in
+    temp.seen): list again; when both listings are complete and hold the same records
+    (but those the caller deleted in between), and neither holds the create, it never
+    landed and becomes a pending create again. Returns (adopted, problems)."""
+    conn = store.conn
+    if not ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
         return 0, []
     if not first.complete:
         return 0, [_unconfirmed(store, dataset_id, "its listing did not add up")]
-    second = list_dataset(store, client, dataset_id, concurrency=concurrency, label="check")
-    applied = apply_listing(store, second, exclude=exclude)
-    left = ledger.creates_in_flight(store.conn, dataset_id, undecided_only=True)
-    if not left:
-        return len(applied.adopted), []
-    if not second.complete or second.ids != first.ids - frozenset(deleted_meanwhile):
-        return len(applied.adopted), [_unconfirmed(store, dataset_id, "records moved while it was listed")]
+    conn.execute("DROP TABLE IF EXISTS temp.seen_first")
+    conn.execute("CREATE TEMP TABLE seen_first AS SELECT id FROM temp.seen")
+    conn.execute("DELETE FROM temp.seen_first WHERE id IN (SELECT value FROM json_each(?))",
+                 (canonical(list(deleted_meanwhile)),))
+    second = list_dataset(store, client, dataset_id, concurrency=concurrency, label="check", exclude=exclude)
+    if not ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
+        return len(second.adopted), []
+    differ = conn.execute(
+        """SELECT EXISTS (SELECT id FROM temp.seen EXCEPT SELECT id FROM temp.seen_first)
+               OR EXISTS (SELECT id FROM temp.seen_first EXCEPT SELECT id FROM temp.seen)"""
+    ).fetchone()[0]
+    if not second.complete or differ:
+        return len(second.adopted), [_unconfirmed(store, dataset_id, "records moved while it was listed")]
     with store.transaction() as conn:
         for rid, _ in ledger.creates_in_flight(conn, dataset_id, undecided_only=True):
             ledger.create_not_landed(conn, rid)
-    return len(applied.adopted), []
+    return len(second.adopted), []
 
 
 def _unconfirmed(store: Store, dataset_id: str, why: str) -> str:
@@ -389,18 +433,18 @@ def pull_dataset(
     progress: Progress | None = None,
     dataset: Any = None,
 ) -> PullResult:
-    """List, apply, confirm what the listing did not show, recognise lost creates."""
+    """List into the mirror, confirm what the listing did not show, recognise lost creates."""
     try:
-        listed = list_dataset(store, client, dataset_id, concurrency=concurrency, progress=progress)
+        listed = list_dataset(store, client, dataset_id, concurrency=concurrency, progress=progress,
+                              dataset=dataset)
     except NotFoundError:
         if dataset is None and dataset_gone(store, client, dataset_id):
             return PullResult(dataset_id, complete=False, gone=True)
         raise
-    applied = apply_listing(store, listed, dataset=dataset)
-    result = PullResult(dataset_id, records=applied.records, removed=applied.removed,
-                        conflicts=applied.conflicts, adopted=len(applied.adopted),
+    result = PullResult(dataset_id, records=listed.records, removed=listed.removed,
+                        conflicts=listed.conflicts, adopted=len(listed.adopted),
                         complete=listed.complete, problems=list(listed.problems))
-    removed, conflicts, errors = confirm_missing(store, client, applied.missing, concurrency=concurrency)
+    removed, conflicts, errors = confirm_missing(store, client, listed.missing, concurrency=concurrency)
     result.removed += removed
     result.conflicts += conflicts
     result.errors += errors
@@ -419,9 +463,9 @@ def pull(
     progress: Progress | None = None,
 ) -> list[PullResult]:
     """Mirror the given datasets (and track them); none given: every tracked dataset.
-    A dataset is tracked in the transaction that applies its listing: a failed pull
-    leaves the store as it was. A tracked dataset deleted on the server does not stop
-    the others. Ctrl-C raises :class:`Interrupted` with the results of the datasets
+    What a failed pull wrote stays (each record as the server sent it); nothing is
+    removed unless the whole listing was read. A tracked dataset deleted on the server
+    does not stop the others. Ctrl-C raises :class:`Interrupted` with the results of the datasets
     pulled by then (what was applied stays; the dataset being pulled is as it was, or
     applied but not yet confirmed)."""
     metadata: dict[str, Any] = {}

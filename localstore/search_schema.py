@@ -36,6 +36,12 @@ SELECT r.id, r.dataset_id, NULL, NULL,
 FROM main.records AS r
 WHERE json_type(r.payload, '$.messages') IS NOT 'array';
 
+CREATE TABLE search_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))
+);
+INSERT INTO search_state (id) VALUES (1);
+
 -- What is indexed: the rows of search_source that hold text, as of the last change.
 CREATE TABLE search_docs (
     id         INTEGER PRIMARY KEY,

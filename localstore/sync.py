@@ -37,7 +37,6 @@ from .plan import Conflict, Delete, Push, Remote, Settle, plan_record
 from .pull import (
     Listed,
     Progress,
-    apply_listing,
     confirm_creates,
     dataset_gone,
     get_many,
@@ -286,7 +285,8 @@ class _Run:
 
         try:
             listed = list_dataset(self.store, self.client, dataset_id, concurrency=self.concurrency,
-                                  progress=self.progress, on_page=on_page, label="check")
+                                  progress=self.progress, on_page=on_page, label="check",
+                                  exclude=self.sent, write=not self.dry_run)
         except NotFoundError:
             self._drain()
             if self.dry_run:
@@ -303,13 +303,12 @@ class _Run:
         if self.dry_run:
             self._lookup(edits)
             return False
-        applied = apply_listing(self.store, listed, exclude=self.sent)
-        self.report.pulled += applied.records
-        self.report.new_conflicts += applied.conflicts
-        self.report.adopted += len(applied.adopted)
-        for record in applied.adopted.values():
+        self.report.pulled += listed.records
+        self.report.new_conflicts += listed.conflicts
+        self.report.adopted += len(listed.adopted)
+        for record in listed.adopted.values():
             self.to_plan.append((record.id, _remote_of(record)))
-        self._lookup(edits | set(applied.missing) - self.sent)
+        self._lookup(edits | set(listed.missing) - self.sent)
         self._confirm_creates(dataset_id, listed)
         return True
 

@@ -1,0 +1,91 @@
+"""The full-text rows a pull computes in Python (localstore.search_text) are exactly the
+rows of schema.sql's search_source view, for any payload; and a pull's bulk indexing
+leaves the same index as the triggers would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from localstore.api import Client
+from localstore.jsonutil import canonical
+from localstore.pull import pull
+from localstore.search_text import message_docs
+from localstore.store import Store
+
+DATASET = "00000000-0000-4000-8000-0000000000d5"
+text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), text)
+part = st.one_of(scalar, st.fixed_dictionaries({}, optional={"text": st.one_of(scalar, st.lists(text, max_size=2)), "type": text}))
+message = st.one_of(
+    scalar,
+    st.lists(text, max_size=2),
+    st.fixed_dictionaries(
+        {},
+        optional={"role": st.one_of(text, scalar), "content": st.one_of(scalar, st.lists(part, max_size=3), st.dictionaries(text, text, max_size=2))},
+    ),
+)
+payload = st.one_of(
+    st.fixed_dictionaries({"messages": st.lists(message, max_size=4)}),
+    st.fixed_dictionaries({"messages": scalar}),
+    st.dictionaries(text, st.one_of(scalar, st.lists(text, max_size=3)), max_size=3),
+)
+
+
+def view_rows(store: Store, rid: str) -> list[tuple[Any, ...]]:
+    return sorted(
+        (r[0], r[1], r[2]) for r in store.conn.execute(
+            "SELECT idx, role, content FROM search_source WHERE record_id = ? AND content != ''", (rid,)
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with Store.open(tmp_path_factory.mktemp("text") / "s.db") as opened:
+        opened.conn.execute("INSERT INTO datasets (id) VALUES (?)", (DATASET,))
+        yield opened
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=payload)
+def test_python_rows_equal_the_view(store: Store, payload: dict[str, Any]) -> None:
+    rid = "00000000-0000-4000-8000-000000000001"
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM mirror WHERE id = ?", (rid,))
+        conn.execute(
+            "INSERT INTO mirror VALUES (?, ?, 't', 't', NULL, 'DIRECT_INPUT', ?, '{}')",
+            (rid, DATASET, canonical(payload)),
+        )
+    docs = message_docs(json.loads(canonical(payload)))
+    if docs is not None:  # None: the view decides for this payload
+        assert sorted(docs) == view_rows(store, rid)
+
+
+def test_a_pull_indexes_in_bulk_what_the_triggers_would(
+    tmp_path: Path, emulator: Any, api_key: str, dataset: Any
+) -> None:
+    ds = dataset(30)
+    odd = [  # shapes the server accepts, the common one and those left to the view
+        {"messages": [{"role": "user", "content": [{"text": "bulk quokka"}, "and a string part", 7]}]},
+        {"messages": [{"role": "user", "content": {"nested": "object content"}},
+                      {"role": "tool", "content": "tool quokka"}]},
+        {"title": "no messages at all quokka", "tags": ["one", "two"]},
+        {"messages": [{"role": "assistant", "content": ""}, {"role": "user", "content": "quokka"}]},
+        {"messages": [{"role": "assistant", "content": [{"text": 3}, {"type": "x"}]}], "quokka": "x"},
+    ]
+    emulator.state.add_records(ds, [{"payload": p, "properties": {}} for p in odd])
+    with Store.open(tmp_path / "bulk.db") as bulk, Client(emulator.url, api_key) as client:
+        pull(bulk, client, [ds])
+        indexed = sorted(bulk.conn.execute("SELECT record_id, idx, role, content FROM search_docs"))
+        expected = sorted(bulk.conn.execute(
+            "SELECT record_id, idx, role, content FROM search_source WHERE content != ''"
+        ))
+        assert indexed == expected and len(indexed) > 30
+        assert bulk.scalar("SELECT count(*) FROM search_fts WHERE search_fts MATCH 'quokka'") == 4  # not the key of the last one
+        bulk.conn.execute("INSERT INTO search_fts (search_fts, rank) VALUES ('integrity-check', 1)")
