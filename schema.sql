@@ -213,13 +213,17 @@ SELECT r.id, r.dataset_id, NULL, NULL,
 FROM records AS r
 WHERE json_type(r.payload, '$.messages') IS NOT 'array';
 
--- 1 while a pull applies a listing: the mirror's triggers stand aside and the pull
--- indexes the records it wrote in a few set-based statements, in the same transaction.
+-- 1 while a pull writes a batch of records: the mirror's triggers stand aside, and the
+-- pull lists the records whose text changed in search_dirty instead (cheap). Every
+-- reader of the index (search, `sql` on search_*, browse) first brings those up to date
+-- (localstore.search.catch_up), in bulk: a pull of thousands of records does not pay
+-- for indexing them one trigger at a time, and a search never sees a stale index.
 CREATE TABLE search_state (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
     deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))
 );
 INSERT INTO search_state (id) VALUES (1);
+CREATE TABLE search_dirty (record_id TEXT PRIMARY KEY);
 
 -- What is indexed: the rows of search_source that hold text, as of the last change.
 CREATE TABLE search_docs (

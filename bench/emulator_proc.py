@@ -7,6 +7,7 @@ would be), driven by JSON lines on stdin:
     {"op": "count", "dataset_id": D}   -> {"records": live records of D}
     {"op": "count_property", "dataset_id": D, "key": K, "value": V}
                                        -> {"records": live records of D whose property K is V}
+    {"op": "requests"}                 -> {"requests": {"METHOD template": n}} since the last ask
 
 The first line it prints is {"url": ...}.
 """
@@ -45,6 +46,10 @@ def main() -> None:
                     1 for r in server.state.list_records(command["dataset_id"])
                     if r["properties"].get(key) == value
                 )}
+            elif op == "requests":
+                counts = dict(server.state.request_counts)
+                server.state.reset_counts()
+                answer = {"requests": {f"{m} {t}": n for (m, t), n in counts.items()}}
             else:
                 answer = {"error": f"unknown op {op}"}
             print(json.dumps(answer), flush=True)

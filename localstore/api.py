@@ -169,7 +169,7 @@ class Client:
         *,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        max_connections: int = 16,
+        max_connections: int = 32,
         transport: httpx.BaseTransport | None = None,
         on_request: Callable[[httpx.Request], None] | None = None,
     ) -> None:

@@ -108,7 +108,7 @@ def cli(ctx: click.Context, db: str | None, server_url: str | None) -> None:
 
 @cli.command()
 @click.argument("dataset_ids", nargs=-1, type=DATASET_ID)
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 32))
 @json_option
 @pass_ctx
 def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: bool) -> int:
@@ -600,7 +600,7 @@ def log(ctx: Context, record_id: str | None, limit: int, as_json: bool, as_csv: 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be pushed and what conflicts, change nothing.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 32))
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 32))
 @json_option
 @pass_ctx
 def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:

@@ -80,6 +80,9 @@ def browse(ctx: Context, host: str, port: int, open_browser: bool) -> None:
     from .store import Store
 
     with Store.open(ctx.db) as store:  # creates or migrates it; Datasette reads the file
+        from .search import catch_up
+
+        catch_up(store)  # what pulls wrote since the index was last read
         path = store.path
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"localstore: warning: serving on {host}: anyone who can reach it can read the store", err=True)

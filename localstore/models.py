@@ -37,7 +37,9 @@ __all__ = [
     "IdMapRow",
     "JudgementRunRow",
     "MirrorRow",
+    "SearchDirtyRow",
     "SearchDocRow",
+    "SearchStateRow",
     "SyncRunRow",
     "WorkingRow",
     "engine",
@@ -234,6 +236,23 @@ class JudgementRunRow(SQLModel, table=True):
     record_updated_at: str | None = _column(TEXT, nullable=True)
 
 
+class SearchStateRow(SQLModel, table=True):
+    """One row: ``deferred`` is 1 only inside a pull's write of a batch of records."""
+
+    __tablename__ = "search_state"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=INTEGER)
+    deferred: int = _column(INTEGER, default=0, server_default="0")
+
+
+class SearchDirtyRow(SQLModel, table=True):
+    """A record a pull wrote whose full-text rows the next reader of the index recomputes."""
+
+    __tablename__ = "search_dirty"
+
+    record_id: str = _column(TEXT, primary_key=True)
+
+
 class SearchDocRow(SQLModel, table=True):
     """A text the full-text index holds: a message of a record, or the strings of a
     payload that has no messages list (``idx`` and ``role`` None). Query the index
@@ -258,6 +277,8 @@ TABLES: tuple[type[SQLModel], ...] = (
     SyncRunRow,
     JudgementRunRow,
     SearchDocRow,
+    SearchStateRow,
+    SearchDirtyRow,
 )
 
 # ------------------------------------------------------------------ sessions

@@ -28,7 +28,6 @@ from .bounded import bounded
 from .errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
 from .ids import parse_uuid
 from .jsonutil import canonical, json_equal
-from .search_text import message_docs
 from .store import MIRROR_UPSERT, Store, upsert_mirror_rows
 from .timeutil import now_ts
 
@@ -96,7 +95,6 @@ class MirrorWriter:
         self.unmatched_new = False
         conn = self.conn
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS batch_ids (id TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM temp.seen")
         self.creating = write and bool(ledger.creates_in_flight(conn, dataset_id))
 
@@ -120,10 +118,12 @@ class MirrorWriter:
             if self.creating:
                 self._adopt(conn, batch)
             rows, text_changed, gone = self._changed(conn, batch)
-            conn.execute("UPDATE search_state SET deferred = 1")  # indexed below, in bulk
+            # the full-text index catches up on these when it is next read, in bulk
+            conn.execute("UPDATE search_state SET deferred = 1")
             conn.executemany(MIRROR_UPSERT, rows)
             conn.execute("UPDATE search_state SET deferred = 0")
-            _index(conn, text_changed)
+            conn.executemany("INSERT OR IGNORE INTO search_dirty (record_id) VALUES (?)",
+                             [(r.id,) for r in text_changed])
             for rid in gone:
                 outcome = ledger.remote_gone(conn, rid)
                 self.removed += outcome == "removed"
@@ -218,64 +218,12 @@ class MirrorWriter:
         return listed
 
 
-def _index(conn: sqlite3.Connection, records: list[Record]) -> None:
-    """Bring the full-text index in step with mirror rows just written, as the mirror's
-    triggers would have one by one: for the records whose text the `records` view takes
-    from the mirror (no local payload, no local delete), their rows from search_text, or
-    from the search_source view for payloads search_text leaves to it."""
-    if not records:
-        return
-    ids = [r.id for r in records]
-    conn.execute("DELETE FROM temp.batch_ids")
-    conn.executemany("INSERT INTO temp.batch_ids (id) VALUES (?)", [(i,) for i in ids])
-    overridden = {
-        row[0] for row in conn.execute(
-            """SELECT record_id FROM working WHERE record_id IN (SELECT id FROM temp.batch_ids)
-               AND (payload IS NOT NULL OR (deleted = 1 AND state = 'pending'))"""
-        )
-    }
-    if overridden:
-        conn.executemany("DELETE FROM temp.batch_ids WHERE id = ?", [(i,) for i in overridden])
-    conn.execute(
-        """INSERT INTO search_fts (search_fts, rowid, content, record_id, dataset_id, idx, role)
-           SELECT 'delete', d.id, d.content, d.record_id, d.dataset_id, d.idx, d.role
-           FROM search_docs AS d WHERE d.record_id IN (SELECT id FROM temp.batch_ids)"""
-    )
-    conn.execute("DELETE FROM search_docs WHERE record_id IN (SELECT id FROM temp.batch_ids)")
-    first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM search_docs").fetchone()[0]
-    rows: list[tuple[Any, ...]] = []
-    by_view: list[str] = []
-    for record in records:
-        if record.id in overridden:
-            continue
-        docs = message_docs(record.payload)
-        if docs is None:
-            by_view.append(record.id)
-        else:
-            rows.extend((record.id, record.dataset_id, idx, role, text) for idx, role, text in docs)
-    conn.executemany(
-        "INSERT INTO search_docs (record_id, dataset_id, idx, role, content) VALUES (?, ?, ?, ?, ?)", rows
-    )
-    for rid in by_view:  # one at a time: the view filters by record id only then
-        conn.execute(
-            """INSERT INTO search_docs (record_id, dataset_id, idx, role, content)
-               SELECT record_id, dataset_id, idx, role, content FROM search_source
-               WHERE record_id = ? AND content != ''""",
-            (rid,),
-        )
-    conn.execute(
-        """INSERT INTO search_fts (rowid, content, record_id, dataset_id, idx, role)
-           SELECT id, content, record_id, dataset_id, idx, role FROM search_docs WHERE id >= ?""",
-        (first,),
-    )
-
-
 def list_dataset(
     store: Store,
     client: Client,
     dataset_id: str,
     *,
-    concurrency: int = 8,
+    concurrency: int = 16,
     progress: Progress | None = None,
     on_page: OnPage | None = None,
     label: str = "pull",
@@ -342,7 +290,7 @@ def lookup_errors(failed: dict[str, ApiError]) -> list[str]:
 
 
 def confirm_missing(
-    store: Store, client: Client, record_ids: Sequence[str], *, concurrency: int = 8
+    store: Store, client: Client, record_ids: Sequence[str], *, concurrency: int = 16
 ) -> tuple[int, int, list[str]]:
     """Mirrored records a listing did not show: a GET tells. Returns (removed,
     conflicts, problems); a record that could not be looked up stays as it is."""
@@ -381,7 +329,7 @@ def confirm_creates(
     dataset_id: str,
     first: Listed,
     *,
-    concurrency: int = 8,
+    concurrency: int = 16,
     exclude: Collection[str] = (),
     deleted_meanwhile: Iterable[str] = (),
 ) -> tuple[int, list[str]]:
@@ -429,7 +377,7 @@ def pull_dataset(
     client: Client,
     dataset_id: str,
     *,
-    concurrency: int = 8,
+    concurrency: int = 16,
     progress: Progress | None = None,
     dataset: Any = None,
 ) -> PullResult:
@@ -459,7 +407,7 @@ def pull(
     client: Client,
     dataset_ids: Sequence[str] = (),
     *,
-    concurrency: int = 8,
+    concurrency: int = 16,
     progress: Progress | None = None,
 ) -> list[PullResult]:
     """Mirror the given datasets (and track them); none given: every tracked dataset.

@@ -41,6 +41,7 @@ CREATE TABLE search_state (
     deferred INTEGER NOT NULL DEFAULT 0 CHECK (deferred IN (0, 1))
 );
 INSERT INTO search_state (id) VALUES (1);
+CREATE TABLE search_dirty (record_id TEXT PRIMARY KEY);
 
 -- What is indexed: the rows of search_source that hold text, as of the last change.
 CREATE TABLE search_docs (

@@ -103,7 +103,7 @@ def sync(
     client: Client,
     *,
     dry_run: bool = False,
-    concurrency: int = 8,
+    concurrency: int = 16,
     progress: Progress | None = None,
 ) -> SyncReport:
     """Push queued edits, then pull. One sync at a time per store (SyncInProgressError).

@@ -349,6 +349,10 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
         sql.encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError("the query holds bytes that are not UTF-8 text") from None
+    if "search_" in sql.lower():  # the full-text index: up to date before it is read
+        from .search import catch_up
+
+        catch_up(store)
     if write:
         from .sqlwrite import run_write
 

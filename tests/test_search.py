@@ -30,7 +30,7 @@ from localstore.api import Client
 from localstore.errors import UsageError
 from localstore.pull import pull
 from localstore.resolve import resolve
-from localstore.search import search
+from localstore.search import catch_up, search
 from localstore.search_schema import FTS_MIGRATION
 from localstore.store import MIGRATIONS, SCHEMA_VERSION, Store
 from localstore.sync import sync
@@ -133,6 +133,7 @@ PLANTED = ("zebrafruit", "quokka")
 
 
 def indexed_docs(store: Store) -> dict[Doc, tuple[str, str | None, str]]:
+    catch_up(store)  # what every reader of the index does first
     return {
         (r, i): (d, role, content)
         for r, i, d, role, content in store.conn.execute(
@@ -264,14 +265,17 @@ def test_an_unchanged_pull_and_a_properties_edit_leave_the_index_alone(
     dataset_id = dataset(30)
     with Store.open(tmp_path / "s.db") as store, Client(emulator.url, api_key) as client:
         pull(store, client, [dataset_id])
+        catch_up(store)
         before = store.query("SELECT * FROM search_docs ORDER BY id")
         rid = before[0]["record_id"]
         emulator.state.update_properties(rid, {"label": "changed remotely"})
         pull(store, client, [dataset_id])
+        assert store.scalar("SELECT count(*) FROM search_dirty") == 0  # the text did not change
         edits.set_properties(store, rid, {"label": "changed locally"})
         assert store.query("SELECT * FROM search_docs ORDER BY id") == before  # not rewritten
         emulator.state.update_payload(rid, _chat(("user", "new words")))
         pull(store, client, [dataset_id])
+        catch_up(store)
         after = store.query("SELECT * FROM search_docs WHERE record_id = ?", (rid,))
         assert [(r["role"], r["content"]) for r in after] == [("user", "new words")]
 

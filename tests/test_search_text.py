@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from localstore.api import Client
 from localstore.jsonutil import canonical
 from localstore.pull import pull
+from localstore.search import catch_up
 from localstore.search_text import message_docs
 from localstore.store import Store
 
@@ -67,7 +68,7 @@ def test_python_rows_equal_the_view(store: Store, payload: dict[str, Any]) -> No
         assert sorted(docs) == view_rows(store, rid)
 
 
-def test_a_pull_indexes_in_bulk_what_the_triggers_would(
+def test_what_a_pull_wrote_is_indexed_in_bulk_as_the_triggers_would(
     tmp_path: Path, emulator: Any, api_key: str, dataset: Any
 ) -> None:
     ds = dataset(30)
@@ -82,6 +83,8 @@ def test_a_pull_indexes_in_bulk_what_the_triggers_would(
     emulator.state.add_records(ds, [{"payload": p, "properties": {}} for p in odd])
     with Store.open(tmp_path / "bulk.db") as bulk, Client(emulator.url, api_key) as client:
         pull(bulk, client, [ds])
+        assert bulk.scalar("SELECT count(*) FROM search_dirty") == 35  # to index when read
+        assert catch_up(bulk) == 35 and bulk.scalar("SELECT count(*) FROM search_dirty") == 0
         indexed = sorted(bulk.conn.execute("SELECT record_id, idx, role, content FROM search_docs"))
         expected = sorted(bulk.conn.execute(
             "SELECT record_id, idx, role, content FROM search_source WHERE content != ''"
