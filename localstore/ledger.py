@@ -534,6 +534,13 @@ def recover(conn: sqlite3.Connection) -> int:
 def _return_to_pending(conn: sqlite3.Connection, rid: str, kind: str, ids: tuple[int, ...]) -> None:
     """In-flight entries whose outcome is unknown (or that were not sent) become pending,
     unless newer local work replaced them (a newer entry of that kind, or a delete)."""
+    ids = tuple(
+        r[0] for r in conn.execute(
+            f"SELECT id FROM changes WHERE state = 'in_flight' AND id IN ({','.join('?' * len(ids))})", ids
+        )
+    ) if ids else ()
+    if not ids:
+        return  # not in flight (never marked, or settled already): nothing to put back
     working = _working(conn, rid)
     newer = kind in _open_kinds(conn, rid, ChangeState.PENDING)
     deleted = bool(working and working["deleted"]) and kind != Kind.DELETE

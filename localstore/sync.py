@@ -575,11 +575,23 @@ class _Run:
             outcomes = self.ready + [f.result() for f in finished]
             plans, self.to_plan, self.ready = self.to_plan, [], []
             if outcomes or plans:
-                with self.store.transaction() as conn:
-                    for outcome in outcomes:
-                        outcome(conn)
-                    for rid, remote in plans:
-                        self._plan(conn, rid, remote)
+                queued = len(self.to_send), len(self.deletes), set(self.sent)
+                counts = {k: v for k, v in vars(self.report).items() if isinstance(v, int)}
+                try:
+                    with self.store.transaction() as conn:
+                        for outcome in outcomes:
+                            outcome(conn)
+                        for rid, remote in plans:
+                            self._plan(conn, rid, remote)
+                except BaseException:
+                    # rolled back (Ctrl-C, an error): nothing it planned is in flight, so
+                    # nothing may be sent or put back; its outcomes wait for the next commit
+                    del self.to_send[queued[0]:]
+                    del self.deletes[queued[1]:]
+                    self.sent &= queued[2]  # in place: listings hold this set
+                    vars(self.report).update(counts)  # the outcomes count when committed
+                    self.ready = outcomes + self.ready
+                    raise
             self.done += len(finished)
             if self.progress and finished:
                 self.progress("push", self.done, None)

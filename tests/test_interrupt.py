@@ -325,11 +325,16 @@ def test_sigint_at_a_random_moment_then_sync_converges(
     deadline = time.monotonic() + delay
     wait_for(lambda: time.monotonic() >= deadline or proc.poll() is not None, "the moment to interrupt")
     code, out, err, seconds = interrupt(proc)
+    if code == -signal.SIGINT:
+        # in the first milliseconds of the process, before Python handles SIGINT (or as
+        # it is tearing down after reporting it): the default action ends it, no report
+        assert not out and err.strip() in ("", "localstore: interrupted"), err
+        code = EXIT_INTERRUPTED
     assert code in (EXIT_INTERRUPTED, EXIT_OK), err
     if code == EXIT_INTERRUPTED:
         drill_figures.record(kills=1, **{"sigint→exit ms": round(seconds * 1000)})
     if not out:  # interrupted while starting, before the sync began: nothing to report
-        assert code == EXIT_INTERRUPTED and err.strip() == "localstore: interrupted", err
+        assert code == EXIT_INTERRUPTED and err.strip() in ("", "localstore: interrupted"), err
     report = json.loads(out or '{"interrupted": true, "updated": 0, "created": 0, "deleted": 0}')
     assert report["interrupted"] == (code == EXIT_INTERRUPTED)
     wait_for(lambda: server.faults.in_flight == 0, "the abandoned requests to land")
