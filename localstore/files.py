@@ -393,14 +393,24 @@ class Checkout:
         return [self.root / rel for rel, due in sorted(self.vanished.items()) if due <= now]
 
     def _not_read(self, path: Path) -> str | None:
-        """One line for a *.json file the watcher does not read, saying why."""
+        """One line for each *.json file the watcher does not read (once each), saying
+        why; a new folder is looked into, since files made with it may bring no event."""
         try:
             parts = path.relative_to(self.root).parts
         except ValueError:
             return None
-        if not parts or not parts[-1].endswith(".json") or any(p.startswith(".") for p in parts):
+        if not parts or any(p.startswith(".") for p in parts):
             return None
-        if not is_record_name(parts[-1]) or not os.path.isfile(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            lines: list[str] = []
+            for folder, names, found in os.walk(path):
+                names[:] = sorted(n for n in names if not n.startswith("."))
+                for name in sorted(found):
+                    line = None if self.rel(Path(folder) / name) else self._not_read(Path(folder) / name)
+                    if line:
+                        lines.append(line)
+            return "\n".join(lines) or None
+        if not is_record_name(parts[-1]) or not os.path.isfile(path) or os.path.islink(path):
             return None
         if len(parts) == 1:
             why = "files in the checkout's top folder are not records; put it in a dataset folder"
@@ -525,17 +535,13 @@ class Checkout:
         return Outcome(target, "deleted", rid, ("delete",), f"{rel} removed: queued delete of {rid}")
 
     def wants(self, _change: object, path: str) -> bool:
-        """watchfiles filter: record files, dataset folders (moved or removed whole), and
-        other *.json files (each told once that it is not read)."""
+        """watchfiles filter: everything but hidden files — record files, dataset folders
+        (moved or removed whole), and other *.json files (each told once it is not read)."""
         try:
             parts = Path(path).relative_to(self.root).parts
         except ValueError:
             return False
-        if not parts or any(p.startswith(".") for p in parts):
-            return False
-        if len(parts) == 1 and canonical_uuid(parts[0]) is not None:
-            return True
-        return parts[-1].endswith(".json")
+        return bool(parts) and not any(p.startswith(".") for p in parts)
 
 
 def _merge(base: Content, mine: Content, now: Content) -> tuple[Content, list[str]]:
@@ -603,11 +609,14 @@ def watch(
     ready: Callable[[], None] | None = None,
     debounce_ms: int = 800,
     tick_ms: int = 500,
+    grace: float = 2.0,
+    settle_ms: int = 400,
 ) -> WatchReport:
     """Watch a checkout until ``stop_event`` is set; see localstore.files_watch.watch."""
     from .files_watch import watch as run
 
     return run(
         store, directory, client_factory=client_factory, sync_every=sync_every, stop_event=stop_event,
-        on_message=on_message, ready=ready, debounce_ms=debounce_ms, tick_ms=tick_ms,
+        on_message=on_message, ready=ready, debounce_ms=debounce_ms, tick_ms=tick_ms, grace=grace,
+        settle_ms=settle_ms,
     )

@@ -69,11 +69,11 @@ def refresh(co: Checkout) -> CheckoutReport:
             if canonical_uuid(rid) is None or canonical_uuid(ds) is None:
                 report.skipped.append(f"record {rid!r} of dataset {ds!r}: not a UUID, no file written")
                 continue
+            rel = by_id.get(rid, record_rel(ds, rid))
+            seen.add(rel)  # kept in the manifest even when its folder cannot be used now
             if _dataset_dir(co, ds, bad, report) is None:
                 continue
             report.records += 1
-            rel = by_id.get(rid, record_rel(ds, rid))
-            seen.add(rel)
             _refresh_one(co, rel, record, report)
     for rel in sorted(set(co.files) - seen):
         _drop_stale(co, rel, report)
