@@ -354,6 +354,13 @@ class Checkout:
             return self._removed(target, rel, entry)
         self.vanished.pop(rel, None)
         digest = sha256(disk)
+        restore = entry is None and rel in self.manifest.gone
+        if restore:
+            # a removed file put back: its delete is undone, and what it holds is merged
+            # against the version it was written from, like any save
+            entry = self.manifest.gone.pop(rel)
+            entry.sha256 = ""
+            self.dirty = True
         if entry is not None and digest == entry.sha256:
             if entry.held:  # back to the bytes it had: nothing to hold any more
                 entry.held = False
@@ -369,7 +376,7 @@ class Checkout:
             return Outcome(target, "invalid", message=None if repeated else f"{problem}; nothing queued")
         was_invalid = self.invalid.pop(rel, None) is not None
         try:
-            outcome = self._queue(target, rel, entry, Content(payload, properties), digest)
+            outcome = self._queue(target, rel, entry, Content(payload, properties), digest, restore=restore)
         except (LocalstoreError, OSError, Unsafe) as exc:
             message = f"{shown}: {exc}; nothing queued"
             repeated = self.refused.get(rel) == message
@@ -420,7 +427,9 @@ class Checkout:
             why = "files in folders inside a dataset folder are not read"
         return self._warn_once(f"ignored:{path}", f"ignored {path}: {why}")
 
-    def _queue(self, target: Path, rel: str, entry: Entry | None, mine: Content, digest: str) -> Outcome:
+    def _queue(
+        self, target: Path, rel: str, entry: Entry | None, mine: Content, digest: str, *, restore: bool = False
+    ) -> Outcome:
         """Queue what a save changed. It is merged 3-way against the version it was made
         from (see :meth:`_base`): what changed in the store since stands, a part changed
         on both sides to different values holds the file (nothing queued, never
@@ -433,6 +442,10 @@ class Checkout:
         if state is None:
             return self._create(target, rel, entry, mine, digest)
         assert rid is not None
+        if state == "deleted" and not restore:
+            # deleted in another way (`localstore rm`): like `set`, a save does not undo it
+            shown_id = resolve_record_id(self.store.conn, rid)
+            raise UsageError(f"record {shown_id} is deleted locally; `localstore revert {shown_id}` undoes that")
         version, base = self._base(entry, mine)
         try:
             with self.store.transaction() as conn:
@@ -532,6 +545,7 @@ class Checkout:
             return Outcome(target, "refused", rid, message=f"{rel} removed, but {exc}; nothing queued")
         if result.dropped_unsent_create:
             return Outcome(target, "deleted", rid, (), f"{rel} removed: its create {rid} was never sent; dropped")
+        self.manifest.gone[rel] = entry
         return Outcome(target, "deleted", rid, ("delete",), f"{rel} removed: queued delete of {rid}")
 
     def wants(self, _change: object, path: str) -> bool:

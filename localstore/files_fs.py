@@ -306,6 +306,7 @@ class Manifest:
     datasets: list[str] | None = None  # None: every dataset in the store
     files: dict[str, Entry] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)  # rel path -> sha256 written
+    gone: dict[str, Entry] = field(default_factory=dict)  # files removed, their delete queued: a restore's base
 
     @classmethod
     def load(cls, folder: Folder) -> Manifest | None:
@@ -322,16 +323,18 @@ class Manifest:
             raise UsageError(f"{path} is not a localstore checkout manifest this version knows")
         datasets = data.get("datasets")
         files: dict[str, Entry] = {}
-        for rel, e in (data.get("files") or {}).items():
-            if not (split_rel(rel) and isinstance(e, dict) and canonical_uuid(str(e.get("id")))):
-                continue
-            entry = Entry(str(e["id"]), str(e.get("sha256")), held=bool(e.get("held")),
-                          creating=bool(e.get("creating")))
-            if data["version"] == 1:
-                entry.legacy = (str(e.get("payload")), str(e.get("properties")))
-            else:
-                entry.versions = [v for v in map(Version.from_json, e.get("versions") or []) if v is not None]
-            files[rel] = entry
+        gone: dict[str, Entry] = {}
+        for table, into in (("files", files), ("gone", gone)):
+            for rel, e in (data.get(table) or {}).items():
+                if not (split_rel(rel) and isinstance(e, dict) and canonical_uuid(str(e.get("id")))):
+                    continue
+                entry = Entry(str(e["id"]), str(e.get("sha256")), held=bool(e.get("held")),
+                              creating=bool(e.get("creating")))
+                if data["version"] == 1:
+                    entry.legacy = (str(e.get("payload")), str(e.get("properties")))
+                else:
+                    entry.versions = [v for v in map(Version.from_json, e.get("versions") or []) if v is not None]
+                into[rel] = entry
         conflicts = {
             rel: str(h)
             for rel, h in (data.get("conflicts") or {}).items()
@@ -342,6 +345,7 @@ class Manifest:
             datasets=None if datasets is None else [d for d in datasets if canonical_uuid(d)],
             files=files,
             conflicts=conflicts,
+            gone=gone,
         )
 
     def save(self, folder: Folder) -> None:
@@ -351,11 +355,13 @@ class Manifest:
             "datasets": self.datasets,
             "files": {rel: e.to_json() for rel, e in sorted(self.files.items())},
             "conflicts": dict(sorted(self.conflicts.items())),
+            "gone": {rel: e.to_json() for rel, e in sorted(self.gone.items())},
         }
         atomic_write(folder.root / MANIFEST_NAME, canonical(data).encode())
 
     def referenced(self) -> set[str]:
-        return {h for e in self.files.values() for v in e.versions for h in (v.content, v.remote) if h}
+        entries = [*self.files.values(), *self.gone.values()]
+        return {h for e in entries for v in e.versions for h in (v.content, v.remote) if h}
 
 
 class Objects:

@@ -77,6 +77,13 @@ def refresh(co: Checkout) -> CheckoutReport:
             _refresh_one(co, rel, record, report)
     for rel in sorted(set(co.files) - seen):
         _drop_stale(co, rel, report)
+    for rel, entry in list(co.manifest.gone.items()):  # a delete no longer pending: nothing to undo
+        rid = resolve_record_id(co.store.conn, entry.id)
+        if co.store.conn.execute(
+            "SELECT 1 FROM working WHERE record_id = ? AND deleted = 1", (rid,)
+        ).fetchone() is None or rel in co.files:
+            del co.manifest.gone[rel]
+            co.dirty = True
     _refresh_conflicts(co, report)
     return report
 
