@@ -275,24 +275,31 @@ class Checkout:
 
     def _upgrade(self) -> None:
         """Entries of a version-1 manifest (part hashes only) get the version they were
-        written from where it can still be known: the file itself when it is unedited,
-        else the store's content when its part hashes still match."""
+        written from where it can still be known: each part is taken from the file, the
+        store or the mirror, whichever still has the value whose hash was kept."""
         for rel, entry in self.files.items():
             if entry.legacy is None:
                 continue
             legacy, entry.legacy = entry.legacy, None
             self.dirty = True
             rid = resolve_record_id(self.store.conn, entry.id)
-            try:
+            candidates: list[tuple[Any, Any]] = []
+            with contextlib.suppress(Unsafe, FileProblem, OSError):
                 disk = self.folder.read(rel)
-                if disk is not None and sha256(disk) == entry.sha256 and not entry.held:
-                    payload, properties = parse_record(disk, rel)
-                else:
-                    payload, properties = ledger.current(self.store.conn, rid)
-            except (Unsafe, FileProblem, LocalstoreError, OSError):
-                continue
-            if (part_hash(payload), part_hash(properties)) == legacy:
-                entry.versions = [self.version_of_store(rid, payload, properties)]
+                if disk is not None:
+                    candidates.append(parse_record(disk, rel))
+            with contextlib.suppress(LocalstoreError):
+                candidates.append(ledger.current(self.store.conn, rid))
+            remote = ledger.remote_of_mirror(self.store.conn, rid)
+            if remote is not None:
+                candidates.append((remote.content.payload, remote.content.properties))
+            found = [next((c[i] for c in candidates if part_hash(c[i]) == legacy[i]), None) for i in (0, 1)]
+            if found[0] is None or found[1] is None:
+                continue  # unknown: a save is compared with the store as it is then
+            version = Version(self.objects.put(found[0], found[1]))
+            if remote is not None and (part_hash(remote.content.payload), part_hash(remote.content.properties)) == legacy:
+                version = self.version_of_store(rid, found[0], found[1])
+            entry.versions = [version]
 
     # ------------------------------------------------------------ files → store
 
@@ -378,6 +385,8 @@ class Checkout:
         try:
             outcome = self._queue(target, rel, entry, Content(payload, properties), digest, restore=restore)
         except (LocalstoreError, OSError, Unsafe) as exc:
+            if restore and entry is not None:
+                self.manifest.gone[rel] = entry  # not undone: tried again later
             message = f"{shown}: {exc}; nothing queued"
             repeated = self.refused.get(rel) == message
             self.refused[rel] = message
@@ -460,6 +469,8 @@ class Checkout:
         except _Held as held:
             assert entry is not None  # without a known version the store's is the base: no clash
             entry.held = True  # its bytes stay "edited": never overwritten, merged again on the next save
+            if restore:
+                self.manifest.gone[rel] = entry  # the delete stays queued; the next save tries again
             self.dirty = True
             return Outcome(target, "held", rid, (), f"{rel}: not queued: {_describe(held.parts)} also changed "
                            f"in the store since this file was written (`localstore show {rid}` shows it); take "

@@ -763,3 +763,32 @@ def test_acceptance_checkout_1000_edit_watch_sync(
     for rid, content in expected.items():
         assert server[rid] == content
     assert new_body in server.values()
+
+
+def test_a_version_1_manifest_is_upgraded_with_the_versions_it_can_know(make_env: Callable[[int], Env]) -> None:
+    from localstore.files_fs import part_hash
+
+    env = make_env(2)
+    files.checkout(env.store, env.dir)
+    a, b = env.ids()
+    manifest = json.loads((env.dir / MANIFEST_NAME).read_text())
+    old = {"version": 1, "store": manifest["store"], "datasets": manifest["datasets"], "conflicts": {}, "files": {}}
+    for rel, entry in manifest["files"].items():
+        content = read_json(env.dir / rel)
+        old["files"][rel] = {"id": entry["id"], "sha256": entry["sha256"],
+                             "payload": part_hash(content["payload"]), "properties": part_hash(content["properties"])}
+    (env.dir / MANIFEST_NAME).write_text(json.dumps(old))
+    # a's file edited before the upgrade; meanwhile the server changed a's payload
+    mine = read_json(env.path(a))
+    mine["properties"]["label"] = "mine"
+    write_json(env.path(a), mine)
+    theirs = {"messages": [{"role": "user", "content": "theirs"}]}
+    env.emulator.state.update_payload(a, theirs)
+    with env.client() as client:
+        pull(env.store, client, [env.ds])
+    with Watcher(env):
+        wait_until(lambda: env.record(a)["pending"] == ["properties"], "a's label queued")
+        assert env.record(a)["payload"] == theirs  # the stale payload in the file is not queued
+    upgraded = json.loads((env.dir / MANIFEST_NAME).read_text())
+    assert upgraded["version"] == 2 and all(e["versions"] for e in upgraded["files"].values())
+    assert env.status().pending == 1 and b in env.ids()
