@@ -268,7 +268,7 @@ def test_sigkill_while_new_files_are_queued_never_creates_twice(
     cli: Cli, sdk: Mistral, dataset: Callable[..., str], tmp_path: Path
 ) -> None:
     folder = Folder(cli, dataset, tmp_path)
-    rounds, per_round = 10, 80
+    rounds, per_round = 10, 50
     total = 0
     killed_mid_way = 0
 
