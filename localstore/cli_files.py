@@ -62,13 +62,18 @@ def _client_factory(obj: Context) -> Any:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--sync-every", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="Also sync every SECONDS (quiet while the API does not answer).")
+@click.option("--grace", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="A removed file queues its delete once it stayed away this long (an editor's "
+                   "rename-and-rewrite keeps the record).")
 @click.pass_obj
-def watch(obj: Context, directory: str, sync_every: float | None) -> None:
+def watch(obj: Context, directory: str, sync_every: float | None, grace: float) -> None:
     """Queue edits made to the files under DIRECTORY (made by `checkout`) until Ctrl-C.
 
-    A changed file queues what differs, a removed file a delete, a new *.json file in a
-    dataset folder a create (renamed to its server id after sync). Invalid files are
-    reported as path:line:col and queue nothing.
+    A changed file queues what you changed, merged with what changed in the store since
+    the file was written (the same key changed on both sides holds the file, queuing
+    nothing); a removed file a delete (after --grace); a new *.json file in a dataset
+    folder a create (renamed to its server id after sync). Invalid files are reported as
+    path:line:col and queue nothing.
 
     \b
     Example:
@@ -87,7 +92,7 @@ def watch(obj: Context, directory: str, sync_every: float | None) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_watch(obj.store, directory, client_factory=factory, sync_every=sync_every,
-                  stop_event=stop, on_message=click.echo)
+                  stop_event=stop, on_message=click.echo, grace=grace)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

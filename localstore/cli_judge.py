@@ -44,14 +44,19 @@ def judge(
       localstore judge 0d6f2b1e --judge-file helpfulness.json
       localstore judge --where "json_extract(properties, '$.label') = 'escalated'" --judge-file j.json
     """
+    from .judge import JudgeReport as Report
     from .judge import judge_records, load_judge_definition, select_records
 
     if record_ids and where is not None:
         raise UsageError("give RECORD_IDs or --where, not both")
     definition = load_judge_definition(judge_file)
     ids = select_records(ctx.store, record_ids or None, where=where)
-    if not ids:
-        raise UsageError("no record matches --where: nothing to judge")
+    if not ids:  # e.g. an incremental run with nothing new: done, not an error
+        if as_json:
+            emit_json(Report(definition["name"], definition["model_name"]).to_dict())
+        else:
+            click.echo("no record matches --where: nothing to judge")
+        return 0
     try:
         with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
             report = judge_records(
@@ -72,6 +77,12 @@ def judge(
 def _summary(report: JudgeReport) -> None:
     for skip in report.skipped:
         click.echo(f"localstore: warning: skipped {skip['record_id']}: {skip['reason']}", err=True)
+    for rid in report.refreshed:
+        click.echo(
+            f"localstore: warning: {rid} changed on the server since the pull: its server version was "
+            "judged, and the store now mirrors it",
+            err=True,
+        )
     failed = len(report.failed) + len(report.not_judged)
     click.echo(
         f"judge {report.judge_name!r} on {report.selected} record(s): {report.succeeded} succeeded, "

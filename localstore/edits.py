@@ -191,13 +191,16 @@ def add_record(
     dataset_id: str,
     payload: Mapping[str, Any],
     properties: Mapping[str, Any] | None = None,
+    *,
+    record_id: str | None = None,
 ) -> str:
-    """Create a record offline; returns its provisional id (a UUID)."""
+    """Create a record offline; returns its provisional id (a UUID: ``record_id`` when
+    given, see ledger.create)."""
     payload = validate_object(dict(payload), "payload")
     properties = validate_object(dict(properties or {}), "properties")
     dataset = parse_uuid(dataset_id, what="dataset id")
     with store.transaction() as conn:
-        return ledger.create(conn, dataset, payload, properties)
+        return ledger.create(conn, dataset, payload, properties, record_id=record_id)
 
 
 def revert(store: Store, record_id: str) -> str:

@@ -18,15 +18,16 @@ from .edits import resolve_record_id
 from .files_fs import (
     Entry,
     Unsafe,
+    Version,
     canonical_uuid,
     conflict_rel,
-    part_hash,
+    content_hash,
     record_rel,
     render,
     sha256,
 )
 from .jsonutil import pretty
-from .views import conflict_list, list_records
+from .views import conflict_list
 
 if TYPE_CHECKING:
     from .files import Checkout
@@ -63,19 +64,26 @@ def refresh(co: Checkout) -> CheckoutReport:
     for scope in [None] if co.manifest.datasets is None else list(co.manifest.datasets):
         if scope is not None:
             _dataset_dir(co, scope, bad, report)
-        for record in list_records(co.store, scope):
-            rid, ds = record["id"], record["dataset_id"]
+        for record in _records(co, scope):
+            rid, ds = record.id, record.dataset_id
             if canonical_uuid(rid) is None or canonical_uuid(ds) is None:
                 report.skipped.append(f"record {rid!r} of dataset {ds!r}: not a UUID, no file written")
                 continue
+            rel = by_id.get(rid, record_rel(ds, rid))
+            seen.add(rel)  # kept in the manifest even when its folder cannot be used now
             if _dataset_dir(co, ds, bad, report) is None:
                 continue
             report.records += 1
-            rel = by_id.get(rid, record_rel(ds, rid))
-            seen.add(rel)
-            _refresh_one(co, rel, rid, record["payload"], record["properties"], report)
+            _refresh_one(co, rel, record, report)
     for rel in sorted(set(co.files) - seen):
         _drop_stale(co, rel, report)
+    for rel, entry in list(co.manifest.gone.items()):  # a delete no longer pending: nothing to undo
+        rid = resolve_record_id(co.store.conn, entry.id)
+        if co.store.conn.execute(
+            "SELECT 1 FROM working WHERE record_id = ? AND deleted = 1", (rid,)
+        ).fetchone() is None or rel in co.files:
+            del co.manifest.gone[rel]
+            co.dirty = True
     _refresh_conflicts(co, report)
     return report
 
@@ -116,20 +124,74 @@ def _unedited(co: Checkout, rel: str, entry: Entry) -> bool:
     return not entry.held and disk is not None and sha256(disk) == entry.sha256
 
 
-def _refresh_one(co: Checkout, rel: str, rid: str, payload: Any, properties: Any, report: CheckoutReport) -> None:
-    hashes = (part_hash(payload), part_hash(properties))
+@dataclass(frozen=True)
+class _Record:
+    """A record as the store shows it, with the server version under it (the mirror's)."""
+
+    id: str
+    dataset_id: str
+    payload: Any
+    properties: Any
+    remote_at: str | None
+    remote_payload: Any
+    remote_properties: Any
+
+    @property
+    def content(self) -> str:
+        return content_hash(self.payload, self.properties)
+
+    @property
+    def remote(self) -> str | None:
+        return None if self.remote_at is None else content_hash(self.remote_payload, self.remote_properties)
+
+
+def _records(co: Checkout, dataset_id: str | None) -> list[_Record]:
+    sql = """SELECT r.id, r.dataset_id, r.payload, r.properties, m.updated_at, m.payload, m.properties
+             FROM records AS r LEFT JOIN mirror AS m ON m.id = r.id AND m.deleted_at IS NULL"""
+    params: tuple[str, ...] = ()
+    if dataset_id is not None:
+        sql += " WHERE r.dataset_id = ?"
+        params = (dataset_id,)
+    rows = co.store.conn.execute(sql + " ORDER BY r.dataset_id, r.created_at, r.id", params).fetchall()
+    return [
+        _Record(rid, ds, json.loads(p), json.loads(q), at, None if mp is None else json.loads(mp),
+                None if mq is None else json.loads(mq))
+        for rid, ds, p, q, at, mp, mq in rows
+    ]
+
+
+def _version(co: Checkout, record: _Record) -> Version:
+    """The version a file showing the record as the store shows it now stands on."""
+    remote = None
+    if record.remote_at is not None:
+        remote = co.objects.put(record.remote_payload, record.remote_properties)
+    return Version(co.objects.put(record.payload, record.properties), record.remote_at, remote)
+
+
+def _refresh_one(co: Checkout, rel: str, record: _Record, report: CheckoutReport) -> None:
+    rid = record.id
     entry = co.files.get(rel)
-    if entry is not None and entry.id == rid and (entry.payload, entry.properties) == hashes:
+    latest = entry.latest if entry is not None else None
+    if entry is not None and entry.id == rid and latest is not None and latest.content == record.content:
         report.unchanged += 1
+        if not entry.held and (latest.remote_at, latest.remote) != (record.remote_at, record.remote):
+            # the file shows what the store shows, and the server version under it moved
+            # (a push of ours landed, a pull changed nothing the file shows): an unedited
+            # file stands on the new one
+            with contextlib.suppress(Unsafe, OSError):
+                disk = co.folder.read(rel)
+                if disk is not None and sha256(disk) == entry.sha256:
+                    entry.add(_version(co, record))
+                    co.dirty = True
         return
-    data = render(payload, properties)
+    data = render(record.payload, record.properties)
     try:
         disk = co.folder.read(rel)
         if entry is None and disk is not None:
-            if sha256(disk) != sha256(data) and not _same_record(disk, hashes):
+            if sha256(disk) != sha256(data) and not _same_record(disk, record.content):
                 report.kept.append(f"{co.shown(rel)}: not written by this checkout and differs; left alone")
                 return
-            co.files[rel] = Entry(rid, sha256(disk), *hashes)
+            co.files[rel] = Entry(rid, sha256(disk), [_version(co, record)])
             co.dirty = True
             report.unchanged += 1
             return
@@ -139,11 +201,14 @@ def _refresh_one(co: Checkout, rel: str, rid: str, payload: Any, properties: Any
         if entry is not None and disk is not None and (entry.held or sha256(disk) != entry.sha256):
             report.kept.append(f"{co.shown(rel)}: holds edits not queued yet; not overwritten")
             return
+        version = _version(co, record)  # kept before the file names it
         co.folder.write(rel, data)
     except Unsafe as exc:
         report.skipped.append(f"{co.shown(rel)}: {exc}")
         return
-    co.files[rel] = Entry(rid, sha256(data), *hashes)
+    updated = Entry(rid, sha256(data), list(entry.versions) if entry is not None and entry.id == rid else [])
+    updated.add(version)
+    co.files[rel] = updated
     co.dirty = True
     report.written += 1
 
@@ -198,9 +263,9 @@ def _refresh_conflicts(co: Checkout, report: CheckoutReport) -> None:
         report.conflicts_removed.append(rel)
 
 
-def _same_record(disk: bytes, hashes: tuple[str, str]) -> bool:
+def _same_record(disk: bytes, content: str) -> bool:
     try:
         value = json.loads(disk)
     except ValueError:
         return False
-    return isinstance(value, dict) and (part_hash(value.get("payload")), part_hash(value.get("properties"))) == hashes
+    return isinstance(value, dict) and content_hash(value.get("payload"), value.get("properties")) == content

@@ -2,9 +2,12 @@
 changes, refreshes the files after every sync (its own, or one another process ran),
 and, with ``sync_every``, syncs periodically — quietly while the API does not answer.
 
-Each event batch is handled by reading each touched file as it is *now* and comparing
-it with the manifest, so editors' atomic saves (temp file + rename, vim's backup dance)
-and bursts of saves count once, and an unchanged content queues nothing.
+Each touched file is handled once it has *settled* (unchanged for ``settle_ms``), by
+reading it as it is then and comparing it with the manifest, so editors' atomic saves
+(temp file + rename), a truncate-then-write and bursts of saves count once, and an
+unchanged content queues nothing. A file that vanishes (vim's backup dance, a tool's
+``mv tmp R.json``) queues its delete only once it has stayed away for ``grace`` seconds:
+reappearing before that keeps its record, and no sync can push a delete in the gap.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LocalstoreError, SyncInProgressError
+from .errors import LocalstoreError, SyncInProgressError, UsageError
 from .files import Checkout, CheckoutReport, Outcome
 from .files_fs import CONFLICT_SUFFIX
 from .store import Store
 
 if TYPE_CHECKING:
     from .api import Client
+
+
+GRACE = 2.0  # seconds a removed file may stay away before its delete is queued
+SETTLE_MS = 400  # a touched file is read once unchanged for this long
 
 
 @dataclass
@@ -109,6 +116,40 @@ def _say_refresh(report: CheckoutReport, say: Callable[[str], None], said: set[s
         _say_once(f"skipped {line}", say, said)  # a link stays a link: say it once
 
 
+class _Settling:
+    """Touched files wait until they stop changing: a file is ready once its size,
+    modification time and inode are the same as ``settle`` seconds before."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self.pending: dict[Path, tuple[tuple[int, int, int] | None, float]] = {}
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int, int] | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def touch(self, paths: Iterable[Path]) -> None:
+        now = time.monotonic()
+        for path in paths:
+            self.pending[path] = (self._signature(path), now)
+
+    def ready(self) -> list[Path]:
+        now = time.monotonic()
+        out: list[Path] = []
+        for path, (signature, since) in list(self.pending.items()):
+            current = self._signature(path)
+            if current != signature:
+                self.pending[path] = (current, now)  # still being written
+            elif now - since >= self.settle:
+                out.append(path)
+                del self.pending[path]
+        return sorted(out)
+
+
 def _say_once(line: str, say: Callable[[str], None], said: set[str]) -> None:
     if line not in said:
         said.add(line)
@@ -126,60 +167,91 @@ def watch(
     ready: Callable[[], None] | None = None,
     debounce_ms: int = 800,
     tick_ms: int = 500,
+    grace: float = GRACE,
+    settle_ms: int = SETTLE_MS,
 ) -> WatchReport:
     """Watch a checkout folder until ``stop_event`` is set (or Ctrl-C when run in the main
     thread without one). ``ready`` is called once the first scan is done and edits are
-    being watched. With ``sync_every`` (seconds) and ``client_factory``, sync periodically."""
+    being watched. With ``sync_every`` (seconds) and ``client_factory``, sync periodically.
+    Raises UsageError when the folder itself goes away."""
     import watchfiles
 
     if sync_every is not None and client_factory is None:
         raise LocalstoreError("watch(sync_every=…) needs a client_factory")
-    co = Checkout.open(store, directory)
+    co = Checkout.open(store, directory, grace=grace)
     stop = stop_event or threading.Event()
     report = WatchReport()
     syncer = _PeriodicSync(store, client_factory, sync_every, on_message) if client_factory and sync_every else None
     seen_version = _data_version(store)
     started = False
     said: set[str] = set()
-    with co.folder.lock():
-        for batch in watchfiles.watch(
-            co.root,
-            watch_filter=co.wants,
-            debounce=debounce_ms,
-            step=50,
-            stop_event=stop,
-            rust_timeout=min(tick_ms, int(sync_every * 1000)) if syncer and sync_every else tick_ms,
-            yield_on_timeout=True,
-            raise_interrupt=False,
-            ignore_permission_denied=True,
-        ):
-            paths = sorted({Path(p) for _, p in batch})
-            if not started or any(len(p.relative_to(co.root).parts) == 1 for p in paths):
-                paths = sorted({*paths, *(c.path for c in co.scan())})  # first pass, or a folder moved
-            if paths:
-                report.batches += 1
-                _apply(co, paths, report, on_message)
-            changed = co.needs_refresh
-            if syncer is not None and syncer.due():
-                changed = syncer.run(report) or changed
-            version = _data_version(store)
-            if changed or version != seen_version or not started:
-                seen_version = version
-                report.refreshes += 1
-                try:
-                    _say_refresh(co.refresh(), on_message, said)
-                except (OSError, LocalstoreError) as exc:  # e.g. a full disk: say it, keep watching
-                    _say_once(f"could not refresh the files: {exc}", on_message, said)
-                _apply(co, sorted(co.root / rel for rel in co.refused), report, on_message, retry=True)
+    settling = _Settling(settle_ms / 1000)
+    try:
+        with co.locked():
+            co.sweep()
+            for batch in watchfiles.watch(
+                co.root,
+                watch_filter=co.wants,
+                debounce=debounce_ms,
+                step=50,
+                stop_event=stop,
+                rust_timeout=min(tick_ms, int(sync_every * 1000)) if syncer and sync_every else tick_ms,
+                yield_on_timeout=True,
+                raise_interrupt=False,
+                ignore_permission_denied=True,
+            ):
+                _check_folder(co)
+                touched = {Path(p) for _, p in batch}
+                if not started or any(len(_parts(co, p)) <= 1 for p in touched):
+                    touched |= {c.path for c in co.scan()}  # first pass, or a folder moved
+                if started:
+                    settling.touch(touched)
+                    paths = settling.ready()
+                else:
+                    paths = sorted(touched)  # what changed while no watcher ran
+                paths = sorted({*paths, *co.due_removals()})
+                if paths:
+                    report.batches += 1
+                    _apply(co, paths, report, on_message, said)
+                changed = co.needs_refresh
+                if syncer is not None and syncer.due():
+                    changed = syncer.run(report) or changed
+                version = _data_version(store)
+                if changed or version != seen_version or not started:
+                    seen_version = version
+                    report.refreshes += 1
+                    try:
+                        _say_refresh(co.refresh(), on_message, said)
+                    except (OSError, LocalstoreError) as exc:  # e.g. a full disk: say it, keep watching
+                        _check_folder(co)
+                        _say_once(f"could not refresh the files: {exc}", on_message, said)
+                    # refused and held files are merged again with what the store holds now
+                    again = {*co.refused, *(rel for rel, entry in co.files.items() if entry.held)}
+                    _apply(co, sorted(co.root / rel for rel in again), report, on_message, said, retry=True)
+                co.save()
+                if not started:
+                    started = True
+                    on_message(f"watching {co.root} ({len(co.files)} files); Ctrl-C stops")
+                    if ready is not None:
+                        ready()
             co.save()
-            if not started:
-                started = True
-                on_message(f"watching {co.root} ({len(co.files)} files); Ctrl-C stops")
-                if ready is not None:
-                    ready()
-    co.save()
+    except FileNotFoundError:
+        _check_folder(co)
+        raise
     on_message(f"stopped watching {co.root}")
     return report
+
+
+def _parts(co: Checkout, path: Path) -> tuple[str, ...]:
+    try:
+        return path.relative_to(co.root).parts
+    except ValueError:
+        return ()
+
+
+def _check_folder(co: Checkout) -> None:
+    if not os.path.isdir(co.root) or os.path.islink(co.root):
+        raise UsageError(f"the checkout folder {co.root} is gone; stopped watching (nothing queued was lost)")
 
 
 def _apply(
@@ -187,6 +259,7 @@ def _apply(
     paths: Iterable[Path],
     report: WatchReport,
     say: Callable[[str], None],
+    said: set[str],
     *,
     retry: bool = False,
 ) -> None:
@@ -195,17 +268,23 @@ def _apply(
         try:
             outcome: Outcome = co.apply(path, retry=retry)
         except OSError as exc:
+            _check_folder(co)
             say(f"{path}: {exc.strerror or exc}; nothing queued")
             continue
-        if outcome.action in ("edited", "created", "deleted", "restored", "held") and outcome.kinds:
+        except LocalstoreError as exc:  # e.g. the store is busy: the file is read again later
+            say(f"{path}: {exc}; nothing queued yet")
+            continue
+        if outcome.action in ("edited", "created", "deleted", "restored") and outcome.kinds:
             report.queued += 1
-        elif outcome.action == "invalid":
+        elif outcome.action == "invalid" and outcome.message:
             report.invalid += 1
         elif outcome.action == "folder_gone":
             gone[path.parent.name] += 1
         if outcome.message:
             say(outcome.message)
     for ds, n in sorted(gone.items()):
+        for line in [line for line in said if ds in line]:
+            said.discard(line)  # a link that was there is reported again if it comes back
         say(
             f"{ds}/ was removed: its {n} record(s) are not deleted (remove single files to delete "
             "records); writing it again from the store"

@@ -7,7 +7,10 @@ batches as they arrive, so an interrupted run keeps what completed.
 
 The server judges the record it holds, so a record with unpushed local edits is skipped
 unless ``allow_stale`` (it is then judged as the server has it), and a record created
-offline, which the server does not have yet, is always skipped.
+offline, which the server does not have yet, is always skipped. Each record is read from
+the server just before it is judged, and its verdict is filed under that version's
+``updated_at``; a record that changed on the server since the pull is mirrored anew and
+named in ``JudgeReport.refreshed``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .timeutil import now_ts
 
 if TYPE_CHECKING:
     from .api import Client, JudgeOutput
+    from .wire import Record
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -67,7 +71,7 @@ def load_judge_definition(source: str | os.PathLike[str] | Mapping[str, Any]) ->
         path = Path(source)
         what = f"judge definition {path}"
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM is read like in record files
         except (OSError, UnicodeDecodeError) as exc:
             problem = _READ_PROBLEMS.get(type(exc), f"cannot be read: {getattr(exc, 'strerror', exc)}")
             raise UsageError(f"judge file {path} {problem}") from None
@@ -249,6 +253,7 @@ class JudgeReport:
     failed: list[dict[str, str]] = field(default_factory=list)  # {record_id, error}
     skipped: list[dict[str, str]] = field(default_factory=list)  # {record_id, reason}
     not_judged: list[str] = field(default_factory=list)  # left out when the batch stopped
+    refreshed: list[str] = field(default_factory=list)  # changed on the server since the pull
     stopped: str | None = None  # why the batch stopped early, if it did
     interrupted: bool = False  # Ctrl-C stopped it
     answers: Counter[str | float] = field(default_factory=Counter)
@@ -270,6 +275,7 @@ class JudgeReport:
             "failures": self.failed,
             "skips": self.skipped,
             "not_judged": self.not_judged,
+            "refreshed": self.refreshed,
             "stopped": self.stopped,
             "interrupted": self.interrupted,
             "answers": [
@@ -295,7 +301,7 @@ def _skip_reason(local: _Local | None, allow_stale: bool) -> str | None:
     return None
 
 
-Outcome = tuple[str, "JudgeOutput | None", "ApiError | None"]
+Outcome = tuple[str, "JudgeOutput | None", "ApiError | None", "Record | None"]
 
 
 def judge_records(
@@ -353,31 +359,39 @@ class _Run:
     failures_in_a_row: int = 0
     finished: set[str] = field(default_factory=set)
     batch: list[tuple[Any, ...]] = field(default_factory=list)
+    newer: list[Record] = field(default_factory=list)  # server versions newer than the mirror's
 
     def call(self, rid: str) -> Outcome:
+        """Read the record as the server holds it, then judge it: the verdict is filed
+        under the version read (a write landing between the two is not seen)."""
         try:
-            return rid, self.client.judge_record(rid, self.definition), None
+            record = self.client.get_record(rid)
+            return rid, self.client.judge_record(rid, self.definition), None, record
         except ApiError as exc:
-            return rid, None, exc
+            return rid, None, exc, None
 
     def flush(self) -> None:
-        if self.batch:
+        if self.batch or self.newer:
+            from .store import upsert_mirror_rows
+
             with self.store.transaction() as conn:
+                upsert_mirror_rows(conn, self.newer)  # as a pull would have
                 conn.executemany(
                     """INSERT INTO judgement_runs (record_id, judge_name, model_name, answer,
                            analysis, judged_at, record_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
                     self.batch,
                 )
-            self.batch = []
+            self.batch, self.newer = [], []
 
     def run(self, todo: list[str], concurrency: int) -> None:
         last = time.monotonic()
         outcomes = cast(Generator[Outcome, None, None], bounded(self.call, todo, concurrency))
         try:
-            for rid, verdict, error in outcomes:
+            for rid, verdict, error, record in outcomes:
                 self.finished.add(rid)
                 if verdict is not None:
-                    self.batch.append(self._row(rid, verdict))
+                    assert record is not None
+                    self.batch.append(self._row(rid, verdict, record))
                 else:
                     assert error is not None
                     self._failed(rid, error)
@@ -399,13 +413,15 @@ class _Run:
             if self.report.stopped is not None:
                 self.report.not_judged = [rid for rid in todo if rid not in self.finished]
 
-    def _row(self, rid: str, verdict: JudgeOutput) -> tuple[Any, ...]:
+    def _row(self, rid: str, verdict: JudgeOutput, record: Record) -> tuple[Any, ...]:
         self.failures_in_a_row = 0
         self.report.succeeded += 1
         self.report.answers[verdict.answer] += 1
         name, model = self.definition["name"], self.definition["model_name"]
-        updated_at = self.known[rid].remote_updated_at  # the remote version that was judged
-        return (rid, name, model, verdict.answer, verdict.analysis, now_ts(), updated_at)
+        if record.updated_at != self.known[rid].remote_updated_at:
+            self.newer.append(record)
+            self.report.refreshed.append(rid)
+        return (rid, name, model, verdict.answer, verdict.analysis, now_ts(), record.updated_at)
 
     def _failed(self, rid: str, error: ApiError) -> None:
         fatal = isinstance(error, (TransportError, AuthenticationError))

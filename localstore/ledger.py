@@ -435,13 +435,18 @@ def _create_body(conn: sqlite3.Connection, rid: str) -> str:
     return canonical({"payload": json.loads(payload), "properties": json.loads(properties)})
 
 
-def create(conn: sqlite3.Connection, dataset_id: str, payload: dict[str, Any], properties: dict[str, Any]) -> str:
-    """An offline create under a new provisional id (a UUID)."""
+def create(
+    conn: sqlite3.Connection, dataset_id: str, payload: dict[str, Any], properties: dict[str, Any],
+    *, record_id: str | None = None,
+) -> str:
+    """An offline create under a new provisional id (a UUID), or under ``record_id`` when
+    the caller chose it beforehand (a file's create: the id is written next to the file
+    first, so a crash between the two cannot create it twice)."""
     if conn.execute("SELECT 1 FROM datasets WHERE id = ?", (dataset_id,)).fetchone() is None:
         raise NotFoundLocally(
             f"dataset {dataset_id} is not in the store; run `localstore pull {dataset_id}` first"
         )
-    rid = new_provisional_id()
+    rid = record_id or new_provisional_id()
     conn.execute(
         """INSERT INTO working (record_id, dataset_id, payload, properties, is_create, created_at)
            VALUES (?, ?, ?, ?, 1, ?)""",

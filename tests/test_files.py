@@ -27,7 +27,7 @@ from localstore.api import Client
 from localstore.edits import edit_record
 from localstore.emulator import EmulatorServer
 from localstore.errors import UsageError
-from localstore.files_fs import MANIFEST_NAME, FileProblem, parse_record
+from localstore.files_fs import MANIFEST_NAME, OBJECTS_NAME, FileProblem, parse_record
 from localstore.jsonutil import pretty
 from localstore.pull import pull
 from localstore.resolve import resolve
@@ -165,7 +165,9 @@ def test_checkout_layout_and_format(make_env: Callable[[int], Env]) -> None:
     env = make_env(3)
     report = files.checkout(env.store, env.dir)
     assert (report.records, report.written, report.unchanged) == (3, 3, 0)
-    assert sorted(p.name for p in env.dir.iterdir()) == [MANIFEST_NAME, ".localstore-checkout.lock", env.ds]
+    assert sorted(p.name for p in env.dir.iterdir()) == [
+        MANIFEST_NAME, ".localstore-checkout.lock", OBJECTS_NAME, env.ds
+    ]
     for rid in env.ids():
         record = env.record(rid)
         text = env.path(rid).read_text(encoding="utf-8")
@@ -252,7 +254,9 @@ def test_path_traversal_is_impossible(make_env: Callable[[int], Env], tmp_path: 
     after = outside()
     assert after == before and report.records == 1
     assert sum("not a UUID" in line for line in report.skipped) == 2
-    assert {p.relative_to(env.dir).parts[0] for p in env.dir.iterdir()} == {env.ds, MANIFEST_NAME, ".localstore-checkout.lock"}
+    assert {p.relative_to(env.dir).parts[0] for p in env.dir.iterdir()} == {
+        env.ds, MANIFEST_NAME, ".localstore-checkout.lock", OBJECTS_NAME
+    }
 
     # a tampered manifest cannot point outside either
     manifest = json.loads((env.dir / MANIFEST_NAME).read_text())
@@ -340,13 +344,19 @@ def test_watch_never_reverts_what_changed_in_the_store_meanwhile(make_env: Calla
         # b: the payload changed in the file and in the store: held, not queued, file kept
         w.wait_said(f"{b}.json: not queued: the payload also changed in the store")
         assert env.record(b)["pending"] == [] and read_json(env.path(b)) == mine_b
-        write_json(env.path(b), mine_b)  # saving again queues the file's version
-        wait_until(lambda: env.record(b)["pending"] == ["payload"], "b's payload after a new save")
+        # saving it again changes nothing: it still clashes with the store's payload
+        write_json(env.path(b), {**mine_b, "properties": {**mine_b["properties"], "x": 1}})
+        w.wait_said(f"{b}.json: not queued: the payload also changed in the store")
+        wait_until(lambda: len(w.said(f"{b}.json: not queued")) == 2, "the second save held too")
+        assert env.record(b)["pending"] == []
+        # the user keeps theirs from the command line: the file then merges cleanly
+        edit_record(env.store, b, payload=mine_b["payload"])
+        wait_until(lambda: env.record(b)["pending"] == ["payload", "properties"], "b's property after the set")
         # c: held too, then the edit is undone: the file takes the store's version, nothing queued
         w.wait_said(f"{c}.json: not queued")
         env.path(c).write_bytes(original_c)
         wait_until(lambda: read_json(env.path(c))["payload"] == theirs, "c's file refreshed")
-    assert env.record(b)["payload"] == mine_b["payload"]
+    assert env.record(b)["payload"] == mine_b["payload"] and env.record(b)["properties"]["x"] == 1
     assert env.record(c)["pending"] == [] and env.record(c)["payload"] == theirs
 
 
@@ -753,3 +763,32 @@ def test_acceptance_checkout_1000_edit_watch_sync(
     for rid, content in expected.items():
         assert server[rid] == content
     assert new_body in server.values()
+
+
+def test_a_version_1_manifest_is_upgraded_with_the_versions_it_can_know(make_env: Callable[[int], Env]) -> None:
+    from localstore.files_fs import part_hash
+
+    env = make_env(2)
+    files.checkout(env.store, env.dir)
+    a, b = env.ids()
+    manifest = json.loads((env.dir / MANIFEST_NAME).read_text())
+    old = {"version": 1, "store": manifest["store"], "datasets": manifest["datasets"], "conflicts": {}, "files": {}}
+    for rel, entry in manifest["files"].items():
+        content = read_json(env.dir / rel)
+        old["files"][rel] = {"id": entry["id"], "sha256": entry["sha256"],
+                             "payload": part_hash(content["payload"]), "properties": part_hash(content["properties"])}
+    (env.dir / MANIFEST_NAME).write_text(json.dumps(old))
+    # a's file edited before the upgrade; meanwhile the server changed a's payload
+    mine = read_json(env.path(a))
+    mine["properties"]["label"] = "mine"
+    write_json(env.path(a), mine)
+    theirs = {"messages": [{"role": "user", "content": "theirs"}]}
+    env.emulator.state.update_payload(a, theirs)
+    with env.client() as client:
+        pull(env.store, client, [env.ds])
+    with Watcher(env):
+        wait_until(lambda: env.record(a)["pending"] == ["properties"], "a's label queued")
+        assert env.record(a)["payload"] == theirs  # the stale payload in the file is not queued
+    upgraded = json.loads((env.dir / MANIFEST_NAME).read_text())
+    assert upgraded["version"] == 2 and all(e["versions"] for e in upgraded["files"].values())
+    assert env.status().pending == 1 and b in env.ids()

@@ -316,8 +316,14 @@ def test_offline_is_one_line_and_stores_nothing(mirrored: Mirrored, api_key: str
 def test_server_lost_mid_batch_keeps_verdicts_and_stops(mirrored: Mirrored, api_key: str) -> None:
     store, _ = mirrored(12)
     answered: list[str] = []
+    mirror = {r["id"]: r for r in store.query("SELECT * FROM mirror")}
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # each record is read before it is judged
+            row = mirror[request.url.path.rsplit("/", 1)[-1]]
+            body = {k: row[k] for k in ("id", "dataset_id", "created_at", "updated_at", "deleted_at", "source")}
+            return httpx.Response(200, json={**body, "payload": json.loads(row["payload"]),
+                                             "properties": json.loads(row["properties"])})
         if len(answered) >= 3:
             raise httpx.ConnectError("connection refused", request=request)
         answered.append(request.url.path)
@@ -420,6 +426,50 @@ def test_cli_stale_warning_and_allow_stale(mirrored: Mirrored, judge_file: Path,
     assert allowed.returncode == 0 and "1 succeeded" in allowed.stdout
 
 
+def test_cli_judges_the_servers_version_of_a_record_changed_since_the_pull(
+    mirrored: Mirrored, judge_file: Path, ls: Any, emulator: EmulatorServer, api_key: str
+) -> None:
+    """Issue 16, 7: a verdict is filed under the version the server judged."""
+    from mistralai.client import Mistral
+
+    store, _ = mirrored(2)
+    changed, same = ids_of(store)
+    pulled_at = store.scalar("SELECT updated_at FROM mirror WHERE id = ?", (changed,))
+    with Mistral(api_key=api_key, server_url=emulator.url) as sdk:  # a teammate, after our pull
+        sdk.beta.observability.datasets.records.update_properties(
+            dataset_record_id=changed, properties={"label": "relabelled by a teammate"}
+        )
+    done = ls(store.path, "judge", changed, same, "--judge-file", str(judge_file))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"localstore: warning: {changed} changed on the server since the pull: its server version was "
+        "judged, and the store now mirrors it"
+    ]
+    server = emulator.state.get_record(changed)
+    rows = dict(store.conn.execute("SELECT record_id, record_updated_at FROM judgements").fetchall())
+    mirror = dict(store.conn.execute("SELECT id, updated_at FROM mirror").fetchall())
+    assert rows[changed] == mirror[changed] != pulled_at  # filed under the judged version, now mirrored
+    assert store.scalar("SELECT json_extract(properties, '$.label') FROM records WHERE id = ?", (changed,)) == (
+        server["properties"]["label"]
+    )
+    assert rows[same] == mirror[same]
+
+
+def test_cli_where_selecting_nothing_is_exit_0_and_a_bom_is_read(
+    mirrored: Mirrored, judge_file: Path, ls: Any
+) -> None:
+    """Issue 16, 7: the README's incremental run, once everything is judged; a BOM."""
+    store, _ = mirrored(2)
+    judge_file.write_bytes(b"\xef\xbb\xbf" + judge_file.read_bytes())
+    incremental = "id not in (select record_id from judgements where judge_name = 'support-outcome')"
+    first = ls(store.path, "judge", "--where", incremental, "--judge-file", str(judge_file))
+    assert first.returncode == 0 and "2 succeeded" in first.stdout, first.stderr
+    again = ls(store.path, "judge", "--where", incremental, "--judge-file", str(judge_file))
+    assert (again.returncode, again.stdout, again.stderr) == (0, "no record matches --where: nothing to judge\n", "")
+    as_json = ls(store.path, "judge", "--where", incremental, "--judge-file", str(judge_file), "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["selected"] == 0
+
+
 @pytest.fixture
 def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, api_key: str) -> Invoke:
     """``invoke(db, url, *args) -> (exit code, stdout + stderr)``: in-process, through main."""
@@ -442,7 +492,6 @@ def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, 
     [
         (["--where", "1", "--judge-file", "MISSING"], "does not exist"),
         (["--where", "no_such_column", "--judge-file", "JUDGE"], "bad --where condition: SQL error: no such column"),
-        (["--where", "0", "--judge-file", "JUDGE"], "no record matches --where"),
         (["--judge-file", "JUDGE"], "give RECORD_IDs or --where"),
         ([UNKNOWN, "--where", "1", "--judge-file", "JUDGE"], "not both"),
         ([UNKNOWN, "--judge-file", "JUDGE"], "is not in the store"),

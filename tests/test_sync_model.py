@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import sqlite3
 import tempfile
@@ -50,12 +51,13 @@ from hypothesis.stateful import (
 )
 from support.serverlog import EXISTS, GONE, MISSING, ServerLog, Write, key_part
 
-from localstore import edits, ledger
+from localstore import edits, files, ledger
 from localstore import pull as pull_module
 from localstore.api import Client, RetryPolicy
 from localstore.emulator import EmulatorServer
 from localstore.emulator.adversary import BULK_DELETE, RECORD, RECORD_PUTS, RECORDS, Rule
 from localstore.errors import LocalstoreError
+from localstore.files_fs import Manifest, canonical_uuid
 from localstore.jsonutil import canonical
 from localstore.pull import pull
 from localstore.resolve import resolve
@@ -89,6 +91,56 @@ class Intent:
     seen: dict[str, int]  # part -> position in the server log of the version they saw
     made: int  # the server log's length when the edit was made
     live: bool = True  # still an obligation (not landed, replaced, reverted)
+
+
+@dataclass
+class FileIntent:
+    """A change made in a checkout file, not queued yet (the watcher has not seen it, or
+    held it): it becomes an Intent once the store shows it queued."""
+
+    rel: str
+    record_id: str | None  # None: a new file (a create)
+    kind: str  # edit / delete / restore / create
+    part: str
+    value: str
+    seen: dict[str, int]
+    extra: str | None = None  # a create's k1
+
+
+def file_holds(content: dict[str, Any], part: str, value: str) -> bool:
+    if part == "payload":
+        return canonical(content["payload"]) == value
+    key = part.removeprefix("k:")
+    return key in content["properties"] and canonical(content["properties"][key]) == value
+
+
+def _arm_checkpoints(point: int, pipe: int) -> None:
+    """In a forked watcher step: after its ``point``-th commit or manifest write, tell the
+    parent (which SIGKILLs it) and stop."""
+    count = [0]
+
+    def checkpoint() -> None:
+        count[0] += 1
+        if count[0] == point:
+            os.write(pipe, b"k")
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    transaction = Store.transaction
+
+    @contextlib.contextmanager
+    def counted(self: Store) -> Iterator[sqlite3.Connection]:
+        with transaction(self) as conn:
+            yield conn
+        checkpoint()
+
+    save = Manifest.save
+
+    def saved(self: Manifest, folder: Any) -> None:
+        save(self, folder)
+        checkpoint()
+
+    Store.transaction = counted  # type: ignore[method-assign]
+    Manifest.save = saved  # type: ignore[method-assign]
 
 
 @dataclass
@@ -673,6 +725,231 @@ def make_machine(
                 held.release()
                 server.adversary.reset()
             self.after_step(name)
+
+        # ---- records as files (store A) -----------------------------------------------
+        # Store A's user also edits a checkout of the dataset: saves (of the file as it is,
+        # or of a stale editor buffer), removals, restores, new files, and the watcher's
+        # "apply what changed, then refresh" step — sometimes SIGKILLed half way. A file
+        # edit's intent is recorded once the watcher queued it, with the version the user
+        # saw in the file (the buffer they saved) as its ``seen``.
+
+        def files_dir(self) -> Path:
+            if not hasattr(self, "checkout"):
+                self.checkout = self.tmp / "A-files"
+                self.file_pending: list[FileIntent] = []
+                self.buffers: dict[str, dict[str, Any]] = {}  # rel -> an editor buffer
+                self.removed_files: dict[str, tuple[bytes, list[FileIntent]]] = {}
+                self.file_creates = 0
+                self.file_kills = 0
+                files.checkout(self.stores["A"], self.checkout)
+            return self.checkout
+
+        def record_files(self) -> list[str]:
+            folder = self.files_dir() / self.dataset
+            if not folder.is_dir():
+                return []
+            return sorted(f"{self.dataset}/{p.name}" for p in folder.glob("*.json")
+                          if not p.name.endswith(".conflict.json") and canonical_uuid(p.stem))
+
+        def seen_of_content(self, name: str, rid: str, content: dict[str, Any]) -> dict[str, int]:
+            """The server version of each part of ``content`` (what the user saw in a file)."""
+            parts = {"payload": canonical(content["payload"])}
+            props = content["properties"]
+            for key in {*KEYS, *props}:
+                parts[key_part(key)] = canonical(props[key]) if key in props else MISSING
+            unqueued = {(i.part, i.value): i for i in getattr(self, "file_pending", []) if i.kind == "edit"}
+            seen: dict[str, int] = {}
+            for part, value in parts.items():
+                own = self.oracle.intents.get((name, rid, part))
+                if own is not None and own.value == value and own.live:
+                    seen[part] = own.seen.get(part, -1)
+                elif (part, value) in unqueued:  # the user's own edit in the file, not queued yet
+                    seen[part] = unqueued[(part, value)].seen.get(part, -1)
+                else:
+                    seen[part] = self.log.version_of(rid, part, value)
+            return seen
+
+        @rule(pick=st.integers(0, 99))
+        def file_open(self, pick: int) -> None:
+            """The user's editor loads a file (saved later, maybe after the file was refreshed)."""
+            figures.ran("file_open")
+            rels = self.record_files()
+            if rels:
+                rel = rels[pick % len(rels)]
+                self.buffers[rel] = json.loads((self.files_dir() / rel).read_text(encoding="utf-8"))
+
+        @rule(pick=st.integers(0, 99), key=st.sampled_from(KEYS), what=st.sampled_from(["key", "payload"]),
+              stale=st.booleans())
+        def file_save(self, pick: int, key: str, what: str, stale: bool) -> None:
+            figures.ran("file_save")
+            rels = self.record_files()
+            if not rels:
+                return
+            rel = rels[pick % len(rels)]
+            path = self.files_dir() / rel
+            buffer = self.buffers.get(rel) if stale else None
+            if buffer is None:
+                buffer = json.loads(path.read_text(encoding="utf-8"))
+            rid = edits.resolve_record_id(self.stores["A"].conn, Path(rel).stem)
+            seen = self.seen_of_content("A", rid, buffer)
+            content = {"payload": dict(buffer["payload"]), "properties": dict(buffer["properties"])}
+            if what == "payload":
+                content["payload"] = {"v": self.unique("Afp")}
+                part, value = "payload", canonical(content["payload"])
+            else:
+                content["properties"][key] = self.unique(f"Af{key}")
+                part, value = key_part(key), canonical(content["properties"][key])
+            path.write_text(json.dumps(content, indent=1), encoding="utf-8")
+            self.buffers[rel] = content
+            # edits of this file not yet queued that this save does not hold are gone with it
+            self.file_pending = [i for i in self.file_pending
+                                 if i.rel != rel or i.kind != "edit" or file_holds(content, i.part, i.value)]
+            self.file_pending.append(FileIntent(rel, rid, "edit", part, value, seen))
+            self.after_step("A")
+
+        @rule(pick=st.integers(0, 99))
+        def file_remove(self, pick: int) -> None:
+            figures.ran("file_remove")
+            rels = self.record_files()
+            if not rels:
+                return
+            rel = rels[pick % len(rels)]
+            path = self.files_dir() / rel
+            data = path.read_bytes()
+            rid = edits.resolve_record_id(self.stores["A"].conn, Path(rel).stem)
+            seen = self.seen_of_content("A", rid, json.loads(data))
+            self.removed_files[rel] = (data, [i for i in self.file_pending if i.rel == rel and i.kind == "edit"])
+            path.unlink()
+            self.file_pending = [i for i in self.file_pending if i.rel != rel]
+            self.file_pending.append(FileIntent(rel, rid, "delete", "exists", GONE, seen))
+            self.after_step("A")
+
+        @rule(pick=st.integers(0, 99))
+        def file_restore(self, pick: int) -> None:
+            """A removed file put back (`git checkout -- FILE`)."""
+            figures.ran("file_restore")
+            rels = sorted(rel for rel in getattr(self, "removed_files", {}) if not (self.files_dir() / rel).exists())
+            if not rels:
+                return
+            rel = rels[pick % len(rels)]
+            data, unqueued = self.removed_files.pop(rel)
+            (self.files_dir() / rel).write_bytes(data)  # with the edits it held, not queued yet
+            rid = edits.resolve_record_id(self.stores["A"].conn, Path(rel).stem)
+            self.file_pending = [i for i in self.file_pending if i.rel != rel] + unqueued
+            self.file_pending.append(FileIntent(rel, rid, "restore", "exists", EXISTS, {}))
+            self.after_step("A")
+
+        @precondition(lambda self: not self.dataset_gone and getattr(self, "file_creates", 0) < 2)
+        @rule()
+        def file_create(self) -> None:
+            figures.ran("file_create")
+            self.files_dir()
+            self.file_creates += 1
+            payload, k1 = {"v": self.unique("Afnew")}, self.unique("Afnew")
+            rel = f"{self.dataset}/new-{self.counter}.json"
+            (self.files_dir() / self.dataset).mkdir(exist_ok=True)
+            (self.files_dir() / rel).write_text(json.dumps({"payload": payload, "properties": {"k1": k1}}))
+            self.oracle.creates.add(canonical(payload))
+            self.file_pending.append(FileIntent(rel, None, "create", "payload", canonical(payload), {}, canonical(k1)))
+            self.after_step("A")
+
+        def files_apply(self, store: Store) -> None:
+            """What the watcher does on its loop: apply every changed file (a removed one
+            at once: no grace here), refresh the folder from the store, merge held and
+            refused files again."""
+            co = files.Checkout.open(store, self.files_dir())
+            with co.locked():
+                for change in co.scan():
+                    co.apply(change.path)
+                co.refresh()
+                for rel in sorted({*co.refused, *(r for r, e in co.files.items() if e.held)}):
+                    co.apply(co.root / rel)
+                co.save()
+
+        @rule()
+        def files_watch(self) -> None:
+            figures.ran("files_watch")
+            self.files_apply(self.stores["A"])
+            self.resolve_file_intents()
+            self.after_step("A")
+
+        @precondition(lambda self: getattr(self, "file_kills", 0) < 2)
+        @rule(point=st.integers(1, 4))
+        def files_watch_killed(self, point: int) -> None:
+            """The watcher's step in a forked process, SIGKILLed right after its
+            ``point``-th commit or manifest write (if it gets that far)."""
+            figures.ran("files_watch_killed")
+            self.files_dir()
+            self.file_kills += 1
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: nothing shared with the parent but the files
+                os.close(read_end)
+                code = 0
+                try:
+                    _arm_checkpoints(point, write_end)
+                    with Store.open(self.db("A")) as store:
+                        self.files_apply(store)
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            os.close(write_end)
+            try:
+                ready, _, _ = select.select([read_end], [], [], 60)
+                if ready and os.read(read_end, 1) == b"k":
+                    figures.kills += 1
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            finally:
+                os.close(read_end)
+            self.resolve_file_intents()
+            self.after_step("A")
+
+        def resolve_file_intents(self) -> None:
+            """Right after a watcher step: the file intents it queued become the user's
+            intents (made now, so no earlier write can count as theirs)."""
+            if not hasattr(self, "file_pending"):
+                return
+            conn = self.stores["A"].conn
+            view = records_view(self.db("A"), self.dataset)
+            made = len(self.log.writes)
+            keep: list[FileIntent] = []
+            for i in self.file_pending:
+                if i.kind == "create":
+                    found = [rid for rid, r in view.items() if r["payload"] == i.value]
+                    if not found:
+                        keep.append(i)
+                        continue
+                    self.oracle.intend(Intent("A", found[0], "payload", i.value, {}, made))
+                    self.oracle.intend(Intent("A", found[0], key_part("k1"), str(i.extra), {}, made))
+                    continue
+                assert i.record_id is not None
+                rid = edits.resolve_record_id(conn, i.record_id)
+                deleted = conn.execute(
+                    "SELECT deleted FROM working WHERE record_id = ? AND deleted = 1", (rid,)
+                ).fetchone() is not None
+                if i.kind == "edit":
+                    record = view.get(rid)
+                    if record is not None and file_holds(
+                        {"payload": json.loads(record["payload"]), "properties": json.loads(record["properties"])},
+                        i.part, i.value,
+                    ):
+                        self.oracle.intend(Intent("A", rid, i.part, i.value, i.seen, made))
+                    elif record is not None:
+                        keep.append(i)  # held (or refused): merged again later
+                elif i.kind == "delete":
+                    if deleted:
+                        self.oracle.drop("A", rid)
+                        self.oracle.intend(Intent("A", rid, "exists", GONE, i.seen, made))
+                    elif rid not in view:
+                        self.oracle.drop("A", rid)  # an unsent create dropped, or gone anyway
+                    else:
+                        keep.append(i)
+                elif not deleted:  # a restore: the delete is undone
+                    intent = self.oracle.intents.get(("A", rid, "exists"))
+                    if intent is not None:
+                        intent.live = False
+            self.file_pending = keep
 
         # ---- the end -----------------------------------------------------------------
 
