@@ -911,7 +911,7 @@ def make_machine(
             if not hasattr(self, "file_pending"):
                 return
             conn = self.stores["A"].conn
-            view = records_view(self.db("A"), self.dataset)
+            view = records_view(self.stores["A"].conn, self.dataset)
             made = len(self.log.writes)
             keep: list[FileIntent] = []
             for i in self.file_pending:
