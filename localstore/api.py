@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
-from . import __version__
-from .errors import (
+from localstore import __version__
+from localstore.errors import (
     HTTPStatusError,
     InsecureTransportError,
     ProtocolError,
@@ -37,16 +37,16 @@ from .errors import (
     UsageError,
     status_error,
 )
-from .ids import parse_uuid
-from .pagination import Listing, ListingIterator, check_next_link, short
-from .retry import (
+from localstore.ids import parse_uuid
+from localstore.pagination import Listing, ListingIterator, check_next_link, short
+from localstore.retry import (
     RETRYABLE_STATUSES,
     AttemptFailed,
     RetryPolicy,
     describe_transport_error,
     parse_retry_after,
 )
-from .wire import (
+from localstore.wire import (
     Dataset,
     JudgeOutput,
     NotUnicodeError,

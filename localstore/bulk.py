@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger, ledger_bulk
-from .edits import validate_object
-from .errors import UsageError
-from .jsonutil import loads
-from .ledger_bulk import Queued
-from .store import Store
+from localstore import ledger, ledger_bulk
+from localstore.edits import validate_object
+from localstore.errors import UsageError
+from localstore.jsonutil import loads
+from localstore.ledger_bulk import Queued
+from localstore.store import Store
 
 SHOWN = 10  # ids a dry run prints
 _IN_CHUNK = 500
@@ -45,7 +45,7 @@ class BulkResult:
 
 def matching(store: Store, where: str) -> list[str]:
     """Ids of the records matching ``where`` (judge's read-only evaluation)."""
-    from .judge import select_records
+    from localstore.judge import select_records
 
     return select_records(store, where=where)
 
@@ -147,7 +147,7 @@ def revertible(store: Store, where: str | None) -> list[str]:
     (None: all of them), pending deletes included."""
     if where is None:
         return [r[0] for r in store.conn.execute(_ALL_REVERTIBLE)]
-    from .views import run_sql
+    from localstore.views import run_sql
 
     if not where.strip():
         raise UsageError("--where is empty: give an SQL condition on the records view")

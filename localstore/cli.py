@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .cli_ids import DATASET_ID, RECORD_ID
-from .errors import Interrupted, LocalstoreError, UsageError
-from .output import (
+from localstore import __version__
+from localstore.cli_ids import DATASET_ID, RECORD_ID
+from localstore.errors import Interrupted, LocalstoreError, UsageError
+from localstore.output import (
     emit_json,
     emit_json_lines,
     emit_json_rows,
@@ -28,9 +28,9 @@ from .output import (
 )
 
 if TYPE_CHECKING:
-    from .api import Client
-    from .store import Store
-    from .sync import SyncReport
+    from localstore.api import Client
+    from localstore.store import Store
+    from localstore.sync import SyncReport
 
 
 class Context:
@@ -42,7 +42,7 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from .store import Store
+            from localstore.store import Store
 
             if self.db is not None:
                 check_db_folder(self.db)
@@ -50,7 +50,7 @@ class Context:
         return self._store
 
     def client(self, **kw: Any) -> Client:
-        from .api import API_KEY_ENV, Client
+        from localstore.api import API_KEY_ENV, Client
 
         if not (os.environ.get(API_KEY_ENV) or "").strip():
             raise UsageError(
@@ -120,7 +120,7 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
       localstore pull 3fa85f64-5717-4562-b3fc-2c963f66afa6
       localstore pull                 # every tracked dataset again
     """
-    from .pull import pull as pull_datasets
+    from localstore.pull import pull as pull_datasets
 
     interrupted = False
     try:
@@ -161,7 +161,7 @@ def fetch(ctx: Context, record_ids: tuple[str, ...], as_json: bool) -> None:
     Example:
       localstore fetch 0d6f2b1e-4a8c-4f0e-9b7d-2c1e5a3f8d90
     """
-    from .pull import fetch as fetch_records
+    from localstore.pull import fetch as fetch_records
 
     with ctx.client() as client:
         records = fetch_records(ctx.store, client, record_ids)
@@ -195,7 +195,7 @@ def datasets(
     if discard and not untrack_id:
         raise UsageError("--discard goes with --untrack ID")
     if untrack_id:
-        from .tracking import untrack
+        from localstore.tracking import untrack
 
         done = untrack(ctx.store, untrack_id, discard=discard)
         if as_json:
@@ -235,7 +235,7 @@ def records(ctx: Context, dataset_id: str | None, limit: int | None, as_json: bo
       localstore records --dataset 3fa8 --limit 20
       localstore records | cut -f1 | head -3 | xargs localstore rm
     """
-    from .views import list_records
+    from localstore.views import list_records
 
     rows = list_records(ctx.store, dataset_id, limit=limit)
     columns = ["id", "dataset_id", "sync_state", "updated_at", "properties"]
@@ -263,13 +263,13 @@ def show(ctx: Context, record_id: str, as_json: bool) -> None:
       localstore show 0d6f2b1e
       localstore show 0d6f2b1e --json | jq .properties
     """
-    from .views import get_record
+    from localstore.views import get_record
 
     record = get_record(ctx.store, record_id)
     if as_json or not stdout_is_terminal():
         emit_json(record)
     else:
-        from .render import show_record
+        from localstore.render import show_record
 
         show_record(record)
 
@@ -278,7 +278,7 @@ def show(ctx: Context, record_id: str, as_json: bool) -> None:
 
 
 def _read_json_file(path: str, what: str) -> dict[str, Any]:
-    from .edits import parse_json_object_text
+    from localstore.edits import parse_json_object_text
 
     return parse_json_object_text(_read_text_file(path, what), f"{what} {path}")
 
@@ -310,19 +310,19 @@ def edit(ctx: Context, record_id: str, payload_file: str | None, record_file: st
       localstore edit 0d6f2b1e                          # opens $EDITOR
       localstore edit 0d6f2b1e --payload-file fixed.json
     """
-    from .edits import set_payload
+    from localstore.edits import set_payload
 
     if payload_file is not None and record_file is not None:
         raise UsageError("give --payload-file or --file, not both")
     if payload_file is not None:
         result = set_payload(ctx.store, record_id, _read_json_file(payload_file, "payload file"))
     elif record_file is not None:
-        from .editbuffer import apply_buffer
+        from localstore.editbuffer import apply_buffer
 
         text = _read_text_file(record_file, "record file")
         result = apply_buffer(ctx.store, record_id, text, f"record file {record_file}")
     else:
-        from .editbuffer import edit_in_editor
+        from localstore.editbuffer import edit_in_editor
 
         result = edit_in_editor(ctx.store, record_id)
     _say_edit(result)
@@ -356,7 +356,7 @@ def _leading_id(words: tuple[str, ...], usage: str, after: str) -> tuple[str, tu
 
 
 def _no_id_with_where(word: str, usage: str) -> None:
-    from .ids import is_uuid
+    from localstore.ids import is_uuid
 
     if is_uuid(word):
         raise UsageError(f"give RECORD_ID or --where, not both: `{usage}`")
@@ -379,7 +379,7 @@ def set_(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool)
       localstore set 0d6f2b1e label=reviewed score=0.9 tags='["billing"]'
       localstore set --where "json_extract(properties, '$.label') IS NULL" label=todo
     """
-    from .edits import parse_assignments, set_properties
+    from localstore.edits import parse_assignments, set_properties
 
     usage = "localstore set RECORD_ID KEY=VALUE… | set --where CONDITION KEY=VALUE…"
     if where is None:
@@ -388,8 +388,8 @@ def set_(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool)
         record_id, assignments = _leading_id(words, usage, "KEY=VALUE...")
         _say_edit(set_properties(ctx.store, record_id, parse_assignments(assignments)))
         return
-    from .bulk import set_where
-    from .cli_bulk import say_bulk
+    from localstore.bulk import set_where
+    from localstore.cli_bulk import say_bulk
 
     _no_id_with_where(words[0], usage)
     updates = parse_assignments(words)
@@ -412,7 +412,7 @@ def unset(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool
       localstore unset 0d6f2b1e score
       localstore unset --where "dataset_id = '3fa85f64-5717-4562-b3fc-2c963f66afa6'" score
     """
-    from .edits import unset_properties
+    from localstore.edits import unset_properties
 
     usage = "localstore unset RECORD_ID KEY… | unset --where CONDITION KEY…"
     if where is None:
@@ -421,8 +421,8 @@ def unset(ctx: Context, words: tuple[str, ...], where: str | None, dry_run: bool
         record_id, keys = _leading_id(words, usage, "KEY...")
         _say_edit(unset_properties(ctx.store, record_id, keys))
         return
-    from .bulk import unset_where
-    from .cli_bulk import say_bulk
+    from localstore.bulk import unset_where
+    from localstore.cli_bulk import say_bulk
 
     _no_id_with_where(words[0], usage)
     result = unset_where(ctx.store, where, words, dry_run=dry_run)
@@ -442,17 +442,17 @@ def rm(ctx: Context, record_ids: tuple[str, ...], where: str | None, dry_run: bo
       localstore rm 0d6f2b1e 7c41a9d2
       localstore rm --where "(SELECT count(*) FROM messages AS m WHERE m.record_id = id) < 2" --dry-run
     """
-    from .cli_bulk import check_where, say_bulk
+    from localstore.cli_bulk import check_where, say_bulk
 
     check_where(where, record_ids, "RECORD_IDs")
     if where is not None:
-        from .bulk import rm_where
+        from localstore.bulk import rm_where
 
         say_bulk(rm_where(ctx.store, where, dry_run=dry_run), "delete", dry_run=dry_run)
         return
     if dry_run:
         raise UsageError("--dry-run goes with --where CONDITION")
-    from .edits import delete_records
+    from localstore.edits import delete_records
 
     done = delete_records(ctx.store, record_ids)
     for result in done:
@@ -483,7 +483,7 @@ def add(ctx: Context, dataset_id: str, payload_file: str, properties_file: str |
     Example:
       echo '{"messages": [{"role": "user", "content": "Hi"}]}' | localstore add 3fa8 --payload-file -
     """
-    from .edits import add_record
+    from localstore.edits import add_record
 
     payload = _read_json_file(payload_file, "payload file")
     properties = _read_json_file(properties_file, "properties file") if properties_file else {}
@@ -513,8 +513,8 @@ def revert(ctx: Context, record_id: str | None, where: str | None, everything: b
     if (record_id is not None) + (where is not None) + everything != 1:
         raise UsageError("give one of RECORD_ID, --where CONDITION or --all")
     if record_id is None:
-        from .bulk import revert_where
-        from .cli_bulk import say_bulk
+        from localstore.bulk import revert_where
+        from localstore.cli_bulk import say_bulk
 
         result = revert_where(ctx.store, where, dry_run=dry_run)
         if not result.matched and not dry_run:
@@ -524,7 +524,7 @@ def revert(ctx: Context, record_id: str | None, where: str | None, everything: b
         return
     if dry_run:
         raise UsageError("--dry-run goes with --where or --all")
-    from .edits import revert as revert_record
+    from localstore.edits import revert as revert_record
 
     click.echo(f"reverted {revert_record(ctx.store, record_id)}")
 
@@ -544,8 +544,8 @@ def status(ctx: Context, as_json: bool) -> None:
       localstore status
       localstore status --json | jq '.changes[].record_id'
     """
-    from .cli_report import SHOWN, next_steps, say_status
-    from .views import status as store_status
+    from localstore.cli_report import SHOWN, next_steps, say_status
+    from localstore.views import status as store_status
 
     st = store_status(ctx.store, details=True, limit=None if as_json else SHOWN)
     if as_json:
@@ -566,7 +566,7 @@ def diff(ctx: Context, record_id: str | None) -> None:
       localstore diff              # every record with local changes
       localstore diff 0d6f2b1e
     """
-    from .views import diff as store_diff
+    from localstore.views import diff as store_diff
 
     text = store_diff(ctx.store, record_id)
     click.echo(text, nl=False) if text else click.echo("no local changes")
@@ -588,7 +588,7 @@ def log(ctx: Context, record_id: str | None, limit: int, as_json: bool, as_csv: 
       localstore log --limit 10
       localstore log --record 0d6f2b1e --json
     """
-    from .views import change_log
+    from localstore.views import change_log
 
     rows = change_log(ctx.store, record_id=record_id, limit=limit)
     emit_listing(rows, ["id", "created_at", "record_id", "kind", "state", "error"], as_json=as_json,
@@ -611,7 +611,7 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
       localstore sync --dry-run
       localstore sync || localstore conflicts
     """
-    from .sync import sync as run_sync
+    from localstore.sync import sync as run_sync
 
     try:
         with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
@@ -623,7 +623,7 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
         _say_sync_interrupted(report)
         return report.exit_code
     if dry_run:
-        from .cli_report import say_plan
+        from localstore.cli_report import say_plan
 
         say_plan(report.planned_records)
     else:
@@ -671,8 +671,8 @@ def conflicts(ctx: Context, as_json: bool, as_csv: bool) -> None:
       localstore resolve 0d6f2b1e /properties/label --theirs
       localstore conflicts --json | jq '.[0].remote'
     """
-    from .cli_report import conflict_rows
-    from .views import conflict_list
+    from localstore.cli_report import conflict_rows
+    from localstore.views import conflict_list
 
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
@@ -711,22 +711,22 @@ def resolve(ctx: Context, record_id: str, parts: tuple[str, ...], ours: bool, th
       localstore resolve 0d6f2b1e --edit
       localstore resolve 0d6f2b1e --file merged.json
     """
-    from .cli_report import say_resolution
-    from .resolve import resolve_conflict
+    from localstore.cli_report import say_resolution
+    from localstore.resolve import resolve_conflict
 
     if ours + theirs + (merged_file is not None) + edit != 1:
         raise UsageError("give exactly one of --ours, --theirs, --edit or --file F")
     if parts and not (ours or theirs):
         raise UsageError("PART goes with --ours or --theirs; --edit and --file settle the whole record")
     if edit:
-        from .mergebuffer import resolve_in_editor
+        from localstore.mergebuffer import resolve_in_editor
 
         done = resolve_in_editor(ctx.store, record_id)
         if done is None:
             click.echo("the merge was not saved: nothing resolved")
             return
     else:
-        from .mergebuffer import parse_merged
+        from localstore.mergebuffer import parse_merged
 
         choice = "ours" if ours else "theirs" if theirs else "file"
         merged = parse_merged(_read_text_file(merged_file, "merged file"), f"merged file {merged_file}") \
@@ -763,15 +763,15 @@ def sql(ctx: Context, query: str, as_json: bool, nl: bool, as_csv: bool, write: 
       localstore sql --write "update records set properties = json_set(properties, '$.label', 'ok') where …"
       localstore sql --write "delete from records where json_array_length(payload, '$.messages') < 2"
     """
-    from .output import decode_json_columns
-    from .views import run_sql
+    from localstore.output import decode_json_columns
+    from localstore.views import run_sql
 
     as_json = as_json or nl
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
     result = run_sql(ctx.store, query, write=write)
     if result.queued is not None and not result.columns:
-        from .cli_bulk import queued_text
+        from localstore.cli_bulk import queued_text
 
         emit_json(result.queued.to_dict()) if as_json else click.echo(queued_text(result.queued))
     elif as_json:
@@ -801,7 +801,7 @@ def emulator(host: str, port: int, emulator_db: str | None, latency_ms: float, f
       localstore emulator --seed-records 1000 &
       MISTRAL_API_KEY=any localstore --server-url http://127.0.0.1:8000 datasets --remote
     """
-    from .emulator import serve
+    from localstore.emulator import serve
 
     serve(host, port, emulator_db, latency_ms, fail_rate, seed_records, timestamp_format=timestamp_format)  # type: ignore[arg-type]
 
@@ -819,7 +819,7 @@ def demo(click_ctx: click.Context, keep: bool) -> None:
     Example:
       localstore demo
     """
-    from .demo import run_demo
+    from localstore.demo import run_demo
 
     root = click_ctx.find_root()
     if root.params.get("db"):
@@ -831,10 +831,10 @@ def demo(click_ctx: click.Context, keep: bool) -> None:
 
 # ------------------------------------------------------------------ command modules
 
-from .cli_browse import browse, search  # noqa: E402
-from .cli_bulk import export, import_  # noqa: E402
-from .cli_files import checkout, watch  # noqa: E402
-from .cli_judge import judge  # noqa: E402
+from localstore.cli_browse import browse, search  # noqa: E402
+from localstore.cli_bulk import export, import_  # noqa: E402
+from localstore.cli_files import checkout, watch  # noqa: E402
+from localstore.cli_judge import judge  # noqa: E402
 
 cli.add_command(checkout)
 cli.add_command(watch)

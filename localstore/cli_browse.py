@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .output import emit_json, json_option
+from localstore.output import emit_json, json_option
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from localstore.cli import Context
 
 # localstore.cli imports this module, so it cannot import cli's pass_ctx at load time;
 # click.pass_obj hands over the same Context.
@@ -42,7 +42,7 @@ def search(ctx: Context, query: str, dataset_id: str | None, role: str | None, l
       localstore search '"wrong order" NOT refund' --role assistant --limit 50
       localstore search 'escalat*' --json | jq -r '.[].record_id' | sort -u
     """
-    from .search import search as run_search
+    from localstore.search import search as run_search
 
     styled = not as_json and sys.stdout.isatty()
     hits = run_search(
@@ -76,11 +76,11 @@ def browse(ctx: Context, host: str, port: int, open_browser: bool) -> None:
       localstore browse --open
       localstore browse --port 0     # a free port; the address is printed
     """
-    from .browse import serve
-    from .store import Store
+    from localstore.browse import serve
+    from localstore.store import Store
 
     with Store.open(ctx.db) as store:  # creates or migrates it; Datasette reads the file
-        from .search import catch_up
+        from localstore.search import catch_up
 
         catch_up(store)  # what pulls wrote since the index was last read
         path = store.path

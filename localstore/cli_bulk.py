@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_ids import DATASET_ID
-from .errors import UsageError
-from .output import emit_json, json_option, progress_bar
+from localstore.cli_ids import DATASET_ID
+from localstore.errors import UsageError
+from localstore.output import emit_json, json_option, progress_bar
 
 if TYPE_CHECKING:
-    from .bulk import BulkResult
-    from .cli import Context
-    from .ledger_bulk import Queued
+    from localstore.bulk import BulkResult
+    from localstore.cli import Context
+    from localstore.ledger_bulk import Queued
 
 pass_ctx = click.pass_obj  # localstore.cli imports this module: see cli_judge
 
@@ -78,7 +78,7 @@ def export(ctx: Context, dataset_ids: tuple[str, ...], output: str | None, fmt: 
       localstore export --where "json_extract(properties, '$.label') = 'apology'" | jq .payload
       localstore export 3fa8 --format csv -o support.csv
     """
-    from .transfer import export_records, output_file
+    from localstore.transfer import export_records, output_file
 
     with output_file(output) as out:
         count = export_records(ctx.store, out, dataset_ids, where=where, fmt=fmt)  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ def import_(ctx: Context, dataset_id: str, file: str, dedupe: bool, as_json: boo
       localstore import 3fa8 cases.jsonl
       localstore export 3fa8 | localstore import 7c41 - --dedupe
     """
-    from .transfer import import_records
+    from localstore.transfer import import_records
 
     with progress_bar(None if not as_json else False) as progress:
         result = import_records(ctx.store, dataset_id, file, dedupe=dedupe, progress=progress)

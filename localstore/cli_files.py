@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_ids import DATASET_ID
+from localstore.cli_ids import DATASET_ID
 
 if TYPE_CHECKING:
-    from .api import Client
-    from .cli import Context
+    from localstore.api import Client
+    from localstore.cli import Context
 
 
 @click.command()
@@ -29,8 +29,8 @@ def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool
     Example:
       localstore checkout ~/records && localstore watch ~/records
     """
-    from .files import checkout as run_checkout
-    from .output import emit_json
+    from localstore.files import checkout as run_checkout
+    from localstore.output import emit_json
 
     report = run_checkout(obj.store, directory, dataset_id)
     if as_json:
@@ -48,7 +48,7 @@ def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool
 
 
 def _client_factory(obj: Context) -> Any:
-    from .retry import RetryPolicy
+    from localstore.retry import RetryPolicy
 
     def make() -> Client:
         # a short retry budget: the next tick is the real retry
@@ -79,7 +79,7 @@ def watch(obj: Context, directory: str, sync_every: float | None, grace: float) 
     Example:
       localstore watch ~/records --sync-every 30
     """
-    from .files import watch as run_watch
+    from localstore.files import watch as run_watch
 
     factory = _client_factory(obj) if sync_every else None
     stop = threading.Event()

@@ -15,8 +15,8 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from .idprefix import Kind, candidates, canonical_prefix, resolve_id
-from .ids import is_uuid
+from localstore.idprefix import Kind, candidates, canonical_prefix, resolve_id
+from localstore.ids import is_uuid
 
 COMPLETIONS = 100  # ids offered at most for one <TAB>
 
@@ -50,7 +50,7 @@ def store_path_for_completion(ctx: click.Context) -> Path:
     db = ctx.find_root().params.get("db") or os.environ.get("LOCALSTORE_DB")
     if db:
         return Path(db)
-    from .store import default_db_path
+    from localstore.store import default_db_path
 
     return default_db_path()
 
@@ -61,7 +61,7 @@ def complete_ids(path: Path, kind: Kind, incomplete: str) -> list[CompletionItem
     prefix = canonical_prefix(incomplete) if incomplete else ""
     if prefix is None or not path.is_file():
         return []
-    from .store import connect_readonly
+    from localstore.store import connect_readonly
 
     try:
         conn = connect_readonly(path)

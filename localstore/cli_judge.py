@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_ids import RECORD_ID
-from .errors import Interrupted, UsageError
-from .output import emit_json, json_option, progress_bar
+from localstore.cli_ids import RECORD_ID
+from localstore.errors import Interrupted, UsageError
+from localstore.output import emit_json, json_option, progress_bar
 
 if TYPE_CHECKING:
-    from .cli import Context
-    from .judge import JudgeReport
+    from localstore.cli import Context
+    from localstore.judge import JudgeReport
 
 # localstore.cli imports this module, so it cannot import cli's pass_ctx at load time;
 # click.pass_obj hands over the same Context.
@@ -44,8 +44,8 @@ def judge(
       localstore judge 0d6f2b1e --judge-file helpfulness.json
       localstore judge --where "json_extract(properties, '$.label') = 'escalated'" --judge-file j.json
     """
-    from .judge import JudgeReport as Report
-    from .judge import judge_records, load_judge_definition, select_records
+    from localstore.judge import JudgeReport as Report
+    from localstore.judge import judge_records, load_judge_definition, select_records
 
     if record_ids and where is not None:
         raise UsageError("give RECORD_IDs or --where, not both")

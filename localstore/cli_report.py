@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .output import stdout_is_terminal
-from .timeutil import ago
+from localstore.output import stdout_is_terminal
+from localstore.timeutil import ago
 
 if TYPE_CHECKING:
-    from .resolve import Resolution
-    from .views import Status
+    from localstore.resolve import Resolution
+    from localstore.views import Status
 
 SHOWN = 20  # records listed per section of `status` (--json lists them all)
 
@@ -29,7 +29,7 @@ def _fit(line: str) -> str:
 
 def _parts_text(parts: list[str]) -> str:
     """``/payload``, ``/properties/a`` … as "payload, properties: a, b"."""
-    from .merge import PAYLOAD, property_key
+    from localstore.merge import PAYLOAD, property_key
 
     keys = [k for k in (property_key(p) for p in parts) if k is not None]
     text = ["payload"] if PAYLOAD in parts else []
@@ -133,7 +133,7 @@ def say_plan(planned: list[dict[str, Any]], limit: int = 50) -> None:
 def conflict_rows(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per conflicting part: record_id, part, base, ours, theirs as compact JSON
     (a side without the part says why: absent, deleted, …)."""
-    from .output import to_json
+    from localstore.output import to_json
 
     rows = []
     for conflict in conflicts:
@@ -146,7 +146,7 @@ def conflict_rows(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _missing(part: str, side: str) -> str:
-    from .merge import property_key
+    from localstore.merge import property_key
 
     if part == "create-unconfirmed":
         return "(new here)" if side == "base" else "(unknown: it may have landed)"

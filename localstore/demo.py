@@ -15,14 +15,14 @@ from pathlib import Path
 
 import click
 
-from . import edits, views
-from .api import Client
-from .emulator import EmulatorServer, seed_dataset
-from .output import emit_table
-from .pull import pull
-from .resolve import resolve
-from .store import Store
-from .sync import sync
+from localstore import edits, views
+from localstore.api import Client
+from localstore.emulator import EmulatorServer, seed_dataset
+from localstore.output import emit_table
+from localstore.pull import pull
+from localstore.resolve import resolve
+from localstore.store import Store
+from localstore.sync import sync
 
 DEMO_KEY = "demo-key-not-a-secret"
 

@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .edits import EditResult, edit_record, parse_json_object_text, validate_object
-from .errors import LocalstoreError, UsageError
-from .jsonutil import pretty
-from .store import Store
-from .views import get_record
+from localstore.edits import EditResult, edit_record, parse_json_object_text, validate_object
+from localstore.errors import LocalstoreError, UsageError
+from localstore.jsonutil import pretty
+from localstore.store import Store
+from localstore.views import get_record
 
 
 def parse_buffer(text: str, what: str) -> dict[str, Any]:

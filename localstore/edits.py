@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import ledger
-from .errors import UsageError
-from .ids import parse_uuid
-from .jsonutil import pretty
-from .ledger import DeleteResult
-from .store import Store
+from localstore import ledger
+from localstore.errors import UsageError
+from localstore.ids import parse_uuid
+from localstore.jsonutil import pretty
+from localstore.ledger import DeleteResult
+from localstore.store import Store
 
 
 @dataclass(frozen=True)

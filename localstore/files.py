@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import ledger
-from .edits import add_record, resolve_record_id, validate_object
-from .errors import LocalstoreError, UsageError
-from .files_fs import (
+from localstore import ledger
+from localstore.edits import add_record, resolve_record_id, validate_object
+from localstore.errors import LocalstoreError, UsageError
+from localstore.files_fs import (
     Entry,
     FileProblem,
     Folder,
@@ -46,15 +46,15 @@ from .files_fs import (
     sha256,
     split_rel,
 )
-from .files_refresh import CheckoutReport, refresh
-from .ids import new_provisional_id, parse_uuid
-from .merge import Content, merge_properties, merge_value
-from .plan import Remote
-from .store import Store
+from localstore.files_refresh import CheckoutReport, refresh
+from localstore.ids import new_provisional_id, parse_uuid
+from localstore.merge import Content, merge_properties, merge_value
+from localstore.plan import Remote
+from localstore.store import Store
 
 if TYPE_CHECKING:
-    from .api import Client
-    from .files_watch import WatchReport
+    from localstore.api import Client
+    from localstore.files_watch import WatchReport
 
 __all__ = [
     "Change",
@@ -119,7 +119,7 @@ def _changed_parts(base: Content, mine: Content) -> list[str]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    from .jsonutil import json_equal
+    from localstore.jsonutil import json_equal
 
     return json_equal(a, b)
 
@@ -638,7 +638,7 @@ def watch(
     settle_ms: int = 400,
 ) -> WatchReport:
     """Watch a checkout until ``stop_event`` is set; see localstore.files_watch.watch."""
-    from .files_watch import watch as run
+    from localstore.files_watch import watch as run
 
     return run(
         store, directory, client_factory=client_factory, sync_every=sync_every, stop_event=stop_event,

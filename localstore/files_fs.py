@@ -27,8 +27,8 @@ from json.decoder import scanstring
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .jsonutil import canonical, pretty
+from localstore.errors import UsageError
+from localstore.jsonutil import canonical, pretty
 
 MANIFEST_NAME = ".localstore-checkout.json"
 LOCK_NAME = ".localstore-checkout.lock"

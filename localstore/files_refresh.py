@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .edits import resolve_record_id
-from .files_fs import (
+from localstore.edits import resolve_record_id
+from localstore.files_fs import (
     Entry,
     Unsafe,
     Version,
@@ -26,11 +26,11 @@ from .files_fs import (
     render,
     sha256,
 )
-from .jsonutil import pretty
-from .views import conflict_list
+from localstore.jsonutil import pretty
+from localstore.views import conflict_list
 
 if TYPE_CHECKING:
-    from .files import Checkout
+    from localstore.files import Checkout
 
 
 @dataclass

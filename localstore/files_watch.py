@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LocalstoreError, SyncInProgressError, UsageError
-from .files import Checkout, CheckoutReport, Outcome
-from .files_fs import CONFLICT_SUFFIX
-from .store import Store
+from localstore.errors import LocalstoreError, SyncInProgressError, UsageError
+from localstore.files import Checkout, CheckoutReport, Outcome
+from localstore.files_fs import CONFLICT_SUFFIX
+from localstore.store import Store
 
 if TYPE_CHECKING:
-    from .api import Client
+    from localstore.api import Client
 
 
 GRACE = 2.0  # seconds a removed file may stay away before its delete is queued
@@ -60,7 +60,7 @@ class _PeriodicSync:
 
     def run(self, report: WatchReport) -> bool:
         """One sync; True when it may have changed the store."""
-        from .sync import sync
+        from localstore.sync import sync
 
         self.next_at = time.monotonic() + self.every
         try:

@@ -12,8 +12,8 @@ import re
 import sqlite3
 from typing import Literal
 
-from .errors import UsageError
-from .ids import is_uuid, parse_uuid
+from localstore.errors import UsageError
+from localstore.ids import is_uuid, parse_uuid
 
 Kind = Literal["record", "dataset"]
 

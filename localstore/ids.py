@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from .errors import UsageError
+from localstore.errors import UsageError
 
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

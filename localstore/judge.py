@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .bounded import bounded
-from .edits import parse_json_object_text, resolve_record_id, validate_object
-from .errors import (
+from localstore.bounded import bounded
+from localstore.edits import parse_json_object_text, resolve_record_id, validate_object
+from localstore.errors import (
     ApiError,
     AuthenticationError,
     Interrupted,
@@ -36,13 +36,13 @@ from .errors import (
     TransportError,
     UsageError,
 )
-from .ids import parse_uuid
-from .store import Store
-from .timeutil import now_ts
+from localstore.ids import parse_uuid
+from localstore.store import Store
+from localstore.timeutil import now_ts
 
 if TYPE_CHECKING:
-    from .api import Client, JudgeOutput
-    from .wire import Record
+    from localstore.api import Client, JudgeOutput
+    from localstore.wire import Record
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -184,7 +184,7 @@ def select_records(store: Store, ids: Sequence[str] | None = None, *, where: str
     """Record ids to judge: the given ids (canonical, deduplicated, each known to the
     store) or those of the ``records`` view matching the SQL condition ``where``, which
     runs on a read-only connection."""
-    from .views import run_sql
+    from localstore.views import run_sql
 
     if (not ids) == (where is None):
         raise UsageError("give RECORD_IDs or --where CONDITION (one of the two)")
@@ -372,7 +372,7 @@ class _Run:
 
     def flush(self) -> None:
         if self.batch or self.newer:
-            from .store import upsert_mirror_rows
+            from localstore.store import upsert_mirror_rows
 
             with self.store.transaction() as conn:
                 upsert_mirror_rows(conn, self.newer)  # as a pull would have

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from .errors import NotFoundLocally, UsageError
-from .ids import new_provisional_id
-from .jsonutil import canonical, json_equal
-from .merge import Content
-from .plan import Conflict, LocalWork, Remote, Settle, plan_record
-from .store import upsert_mirror_rows
-from .timeutil import now_ts
+from localstore.errors import NotFoundLocally, UsageError
+from localstore.ids import new_provisional_id
+from localstore.jsonutil import canonical, json_equal
+from localstore.merge import Content
+from localstore.plan import Conflict, LocalWork, Remote, Settle, plan_record
+from localstore.store import upsert_mirror_rows
+from localstore.timeutil import now_ts
 
 PARTS = ("payload", "properties")
 CREATE_UNCONFIRMED = "create-unconfirmed"  # the conflict of a create that may have landed

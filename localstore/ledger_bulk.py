@@ -29,11 +29,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger
-from .errors import NotFoundLocally
-from .ids import new_provisional_id
-from .jsonutil import canonical, json_equal, loads
-from .timeutil import now_ts
+from localstore import ledger
+from localstore.errors import NotFoundLocally
+from localstore.ids import new_provisional_id
+from localstore.jsonutil import canonical, json_equal, loads
+from localstore.timeutil import now_ts
 
 PARTS = ("payload", "properties")
 CHUNK = 2000  # rows per executemany

@@ -23,14 +23,14 @@ import json
 import re
 from typing import Any
 
-from .editbuffer import keep_buffer
-from .edits import parse_json_object_text
-from .errors import LocalstoreError, UsageError
-from .jsonutil import pretty
-from .merge import MISSING, PAYLOAD, property_key, property_part
-from .resolve import Resolution, resolve_conflict
-from .store import Store
-from .views import conflict_list
+from localstore.editbuffer import keep_buffer
+from localstore.edits import parse_json_object_text
+from localstore.errors import LocalstoreError, UsageError
+from localstore.jsonutil import pretty
+from localstore.merge import MISSING, PAYLOAD, property_key, property_part
+from localstore.resolve import Resolution, resolve_conflict
+from localstore.store import Store
+from localstore.views import conflict_list
 
 MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
 _TRAILING_COMMA = re.compile(r'"(?:[^"\\]|\\.)*"|,(?=\s*[}\]])')
@@ -96,7 +96,7 @@ def merged_buffer(conflict: dict[str, Any]) -> str:
 
 def _merged(base: dict[str, Any], local: dict[str, Any], remote: dict[str, Any], parts: list[str]) -> dict[str, Any]:
     """Ours rebased on theirs: what merged cleanly merged, conflicting parts ours."""
-    from .merge import Content, rebase_local
+    from localstore.merge import Content, rebase_local
 
     content = rebase_local(Content(base["payload"], base["properties"]), Content(local["payload"], local["properties"]),
                            Content(remote["payload"], remote["properties"]))
@@ -126,7 +126,7 @@ def resolve_in_editor(store: Store, record_id: str, *, editor: str | None = None
     raises UsageError naming the file that keeps it."""
     import click
 
-    from .edits import resolve_record_id
+    from localstore.edits import resolve_record_id
 
     rid = resolve_record_id(store.conn, record_id)
     conflict = next((c for c in conflict_list(store) if c["record_id"] == rid), None)

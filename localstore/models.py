@@ -28,8 +28,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 from sqlmodel import Field, Session, SQLModel
 
-from .jsonutil import canonical
-from .store import Store, connect_readonly
+from localstore.jsonutil import canonical
+from localstore.store import Store, connect_readonly
 
 __all__ = [
     "ChangeRow",

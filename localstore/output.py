@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import UsageError
+from localstore.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console

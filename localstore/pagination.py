@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import ProtocolError
+from localstore.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from .wire import RecordPage
+    from localstore.wire import RecordPage
 
 # pages tried past the expected last one before the listing is declared broken
 EXTRA_PAGES_CAP = 1000

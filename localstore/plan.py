@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .jsonutil import json_equal
-from .merge import Content, MergeResult, merge
+from localstore.jsonutil import json_equal
+from localstore.merge import Content, MergeResult, merge
 
 WorkKind = Literal["create", "edit", "delete"]
 

@@ -23,16 +23,16 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import ledger
-from .bounded import bounded
-from .errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
-from .ids import parse_uuid
-from .jsonutil import canonical, json_equal
-from .store import MIRROR_UPSERT, Store, upsert_mirror_rows
-from .timeutil import now_ts
+from localstore import ledger
+from localstore.bounded import bounded
+from localstore.errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
+from localstore.ids import parse_uuid
+from localstore.jsonutil import canonical, json_equal
+from localstore.store import MIRROR_UPSERT, Store, upsert_mirror_rows
+from localstore.timeutil import now_ts
 
 if TYPE_CHECKING:
-    from .api import Client, Record
+    from localstore.api import Client, Record
 
 Progress = Callable[[str, int, int | None], None]
 OnPage = Callable[[list["Record"]], None]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .output import cell_text, to_json
+from localstore.output import cell_text, to_json
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

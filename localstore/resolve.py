@@ -16,13 +16,13 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import ledger
-from .edits import resolve_record_id, validate_object
-from .errors import UsageError
-from .ledger import CREATE_UNCONFIRMED, RecordState
-from .merge import MISSING, PAYLOAD, Content, merge, property_key, rebase_local
-from .plan import LocalWork, Remote
-from .store import Store
+from localstore import ledger
+from localstore.edits import resolve_record_id, validate_object
+from localstore.errors import UsageError
+from localstore.ledger import CREATE_UNCONFIRMED, RecordState
+from localstore.merge import MISSING, PAYLOAD, Content, merge, property_key, rebase_local
+from localstore.plan import LocalWork, Remote
+from localstore.store import Store
 
 Choice = Literal["ours", "theirs", "file"]
 Outcome = Literal["settled", "pending", "conflict", "recreated", "resend", "landed"]

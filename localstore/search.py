@@ -16,10 +16,10 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import UsageError
-from .ids import parse_uuid
-from .search_text import message_docs
-from .store import Store
+from localstore.errors import UsageError
+from localstore.ids import parse_uuid
+from localstore.search_text import message_docs
+from localstore.store import Store
 
 CATCH_UP_BATCH = 2000
 

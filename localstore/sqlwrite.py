@@ -24,12 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import ledger_bulk
-from .edits import parse_json_object_text, validate_object
-from .errors import UsageError
-from .jsonutil import loads
-from .ledger_bulk import Queued
-from .store import Store, session_statements
+from localstore import ledger_bulk
+from localstore.edits import parse_json_object_text, validate_object
+from localstore.errors import UsageError
+from localstore.jsonutil import loads
+from localstore.ledger_bulk import Queued
+from localstore.store import Store, session_statements
 
 WRITABLE = (
     "with --write, SQL changes records only through the `records` view: INSERT (dataset_id, "
@@ -140,7 +140,7 @@ def run_write(store: Store, sql: str, params: tuple[Any, ...] = ()) -> WriteResu
 
 
 def _first_word(sql: str) -> str:
-    from .views import _first_word as first_word
+    from localstore.views import _first_word as first_word
 
     return first_word(re.sub(r"/\*.*?\*/", " ", sql, flags=re.DOTALL))
 

@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import StoreError, SyncInProgressError
-from .jsonutil import canonical
-from .search_schema import FTS_MIGRATION
+from localstore.errors import StoreError, SyncInProgressError
+from localstore.jsonutil import canonical
+from localstore.search_schema import FTS_MIGRATION
 
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000

@@ -28,13 +28,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import ledger
-from . import pull as pull_module
-from .errors import ApiError, Interrupted, NotFoundError, RequestRejectedError, TransportError
-from .ledger import InFlight, PartOutcome
-from .merge import Content
-from .plan import Conflict, Delete, Push, Remote, Settle, plan_record
-from .pull import (
+from localstore import ledger
+from localstore import pull as pull_module
+from localstore.errors import (
+    ApiError,
+    Interrupted,
+    NotFoundError,
+    RequestRejectedError,
+    TransportError,
+)
+from localstore.ledger import InFlight, PartOutcome
+from localstore.merge import Content
+from localstore.plan import Conflict, Delete, Push, Remote, Settle, plan_record
+from localstore.pull import (
     Listed,
     Progress,
     confirm_creates,
@@ -44,12 +50,12 @@ from .pull import (
     lookup_errors,
     pull_dataset,
 )
-from .store import Store, set_mirror_content, upsert_mirror_rows
-from .timeutil import now_ts
-from .wire import outcome_unknown
+from localstore.store import Store, set_mirror_content, upsert_mirror_rows
+from localstore.timeutil import now_ts
+from localstore.wire import outcome_unknown
 
 if TYPE_CHECKING:
-    from .api import Client, Record
+    from localstore.api import Client, Record
 
 BULK_DELETE_MAX = 500
 ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase

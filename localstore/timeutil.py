@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from .errors import ProtocolError
+from localstore.errors import ProtocolError
 
 # A UTC instant with an optional fraction: the date is checked by the pattern itself
 # (month lengths; 29 February falls through to the parser, which knows leap years).

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import ledger
-from .errors import UsageError
-from .ids import parse_uuid
-from .store import Store
+from localstore import ledger
+from localstore.errors import UsageError
+from localstore.ids import parse_uuid
+from localstore.store import Store
 
 
 @dataclass(frozen=True)

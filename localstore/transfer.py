@@ -24,13 +24,13 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from . import ledger_bulk
-from .edits import validate_object
-from .errors import NotFoundLocally, UsageError
-from .ids import parse_uuid
-from .jsonutil import canonical, has_long_number, loads
-from .ledger_bulk import Queued
-from .store import Store, connect_readonly
+from localstore import ledger_bulk
+from localstore.edits import validate_object
+from localstore.errors import NotFoundLocally, UsageError
+from localstore.ids import parse_uuid
+from localstore.jsonutil import canonical, has_long_number, loads
+from localstore.ledger_bulk import Queued
+from localstore.store import Store, connect_readonly
 
 Format = Literal["jsonl", "csv"]
 Progress = Callable[[str, int, "int | None"], None]

@@ -10,15 +10,15 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .edits import resolve_record_id
-from .errors import NotFoundLocally, UsageError
-from .ids import parse_uuid
-from .jsonutil import json_equal, pretty
-from .merge import MISSING, PAYLOAD, property_key, property_part
-from .store import Store, connect_readonly
+from localstore.edits import resolve_record_id
+from localstore.errors import NotFoundLocally, UsageError
+from localstore.ids import parse_uuid
+from localstore.jsonutil import json_equal, pretty
+from localstore.merge import MISSING, PAYLOAD, property_key, property_part
+from localstore.store import Store, connect_readonly
 
 if TYPE_CHECKING:
-    from .ledger_bulk import Queued
+    from localstore.ledger_bulk import Queued
 
 RECORD_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties, sync_state"
 
@@ -350,11 +350,11 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
     except UnicodeEncodeError:
         raise UsageError("the query holds bytes that are not UTF-8 text") from None
     if "search_" in sql.lower():  # the full-text index: up to date before it is read
-        from .search import catch_up
+        from localstore.search import catch_up
 
         catch_up(store)
     if write:
-        from .sqlwrite import run_write
+        from localstore.sqlwrite import run_write
 
         done = run_write(store, sql, params)
         return QueryResult(done.columns, done.rows, done.queued)

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import orjson
 
-from .errors import ProtocolError, UsageError
-from .ids import parse_uuid
-from .pagination import short
-from .timeutil import fast_ts, normalize_ts
+from localstore.errors import ProtocolError, UsageError
+from localstore.ids import parse_uuid
+from localstore.pagination import short
+from localstore.timeutil import fast_ts, normalize_ts
 
 # -- models --------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
-from ..store import connect_readonly
+from localstore.errors import UsageError
+from localstore.store import connect_readonly
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -138,7 +138,7 @@ def make_datasette(path: Path) -> Datasette:
         raise UsageError(INSTALL_HINT) from None
     import datasette.handle_exception
 
-    from . import plugin
+    from localstore.browse import plugin
 
     # Datasette prints every error, a 404 included, as a rich traceback with the local
     # variables of each frame: keep the terminal to real errors, without the locals

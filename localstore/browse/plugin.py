@@ -21,7 +21,7 @@ from datasette.filters import FilterArguments
 from datasette.utils import path_with_added_args, path_with_removed_args
 from datasette.utils.asgi import NotFound, Response
 
-from .render import conversation_context, payload_summary
+from localstore.browse.render import conversation_context, payload_summary
 
 WRITE_ACTIONS = frozenset(
     {"insert-row", "delete-row", "update-row", "create-table", "alter-table", "drop-table",

@@ -29,12 +29,12 @@ Knobs, beside ``server.configure(latency_ms=…, fail_rate=…)`` (random 429/5x
     actions, writes.
 """
 
-from .adversary import Adversary, Rule
-from .app import create_app
-from .journal import AppliedWrite
-from .seed import make_record, seed_dataset
-from .server import EmulatorServer, serve
-from .state import EmulatorError, EmulatorState
+from localstore.emulator.adversary import Adversary, Rule
+from localstore.emulator.app import create_app
+from localstore.emulator.journal import AppliedWrite
+from localstore.emulator.seed import make_record, seed_dataset
+from localstore.emulator.server import EmulatorServer, serve
+from localstore.emulator.state import EmulatorError, EmulatorState
 
 __all__ = [
     "Adversary",

@@ -31,11 +31,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from . import adversary as adv
-from .adversary import Action, Adversary, Effect, Rule
-from .clock import TimestampFormat
-from .journal import WriteOp
-from .model import EmulatorError, dumps
+from localstore.emulator import adversary as adv
+from localstore.emulator.adversary import Action, Adversary, Effect, Rule
+from localstore.emulator.clock import TimestampFormat
+from localstore.emulator.journal import WriteOp
+from localstore.emulator.model import EmulatorError, dumps
 
 PREFIX = "/_emulator"
 

@@ -42,10 +42,10 @@ from urllib.parse import parse_qs
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .connections import drop
-from .journal import CURRENT_REQUEST, AppliedWrite, RequestInfo, WriteOp
-from .model import dumps
-from .state import EmulatorState
+from localstore.emulator.connections import drop
+from localstore.emulator.journal import CURRENT_REQUEST, AppliedWrite, RequestInfo, WriteOp
+from localstore.emulator.model import dumps
+from localstore.emulator.state import EmulatorState
 
 Effect = Literal["pass", "fail_before", "drop_before", "apply_then_fail", "apply_then_drop"]
 EFFECTS: tuple[str, ...] = get_args(Effect)

@@ -21,11 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .admin import admin_router
-from .adversary import Adversary
-from .clock import TimestampFormat
-from .model import EmulatorError, canonical_uuid, dumps
-from .state import EmulatorState
+from localstore.emulator.admin import admin_router
+from localstore.emulator.adversary import Adversary
+from localstore.emulator.clock import TimestampFormat
+from localstore.emulator.model import EmulatorError, canonical_uuid, dumps
+from localstore.emulator.state import EmulatorState
 
 API_PREFIX = "/v1/"
 EXPORTS_PATH = "/_emulator/exports"

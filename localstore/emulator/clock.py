@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Literal, get_args
 
-from .model import format_us, parse_us
+from localstore.emulator.model import format_us, parse_us
 
 TimestampFormat = Literal["ms", "us", "offset"]
 TIMESTAMP_FORMATS: tuple[str, ...] = get_args(TimestampFormat)

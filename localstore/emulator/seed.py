@@ -11,7 +11,7 @@ import gc
 import random
 from typing import Any
 
-from .state import EmulatorState
+from localstore.emulator.state import EmulatorState
 
 _TOPICS = [
     ("billing", "I was charged twice for my subscription this month"),

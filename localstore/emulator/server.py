@@ -13,12 +13,12 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
-from ..errors import UsageError
-from .adversary import Adversary
-from .app import Faults, create_app
-from .clock import TimestampFormat
-from .connections import DroppableProtocol
-from .state import EmulatorState
+from localstore.emulator.adversary import Adversary
+from localstore.emulator.app import Faults, create_app
+from localstore.emulator.clock import TimestampFormat
+from localstore.emulator.connections import DroppableProtocol
+from localstore.emulator.state import EmulatorState
+from localstore.errors import UsageError
 
 
 def _is_loopback(host: str) -> bool:
@@ -176,7 +176,7 @@ def serve(
     many records; a store that already holds datasets (a reused ``db_path``) is
     left as it is.
     """
-    from .seed import seed_dataset
+    from localstore.emulator.seed import seed_dataset
 
     _check_host(host, allow_remote)
     state = EmulatorState(db_path, timestamp_format=timestamp_format)

@@ -21,9 +21,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from .clock import Clock, TimestampFormat
-from .journal import Journal
-from .model import (
+from localstore.emulator.clock import Clock, TimestampFormat
+from localstore.emulator.journal import Journal
+from localstore.emulator.model import (
     SLUG_RE,
     SOURCES,
     EmulatorError,
@@ -34,7 +34,7 @@ from .model import (
     judge_answer,
     slugify,
 )
-from .statefile import StateFile
+from localstore.emulator.statefile import StateFile
 
 __all__ = ["EmulatorError", "EmulatorState"]
 

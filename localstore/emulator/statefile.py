@@ -9,8 +9,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from .clock import canonical_us
-from .model import Record, dumps
+from localstore.emulator.clock import canonical_us
+from localstore.emulator.model import Record, dumps
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, body TEXT NOT NULL);
