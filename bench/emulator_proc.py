@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from localstore.emulator import EmulatorServer, seed_dataset
+from localstore_emulator import EmulatorServer, seed_dataset
 
 
 def main() -> None:

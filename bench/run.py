@@ -4,7 +4,7 @@
                         [--local-records M] [--skip-local] [--timestamp-format F]
 
 The emulator runs in a process of its own with L ms of latency per request. Measured:
-  (a) pull N records: localstore.pull vs the SDK paging sequentially into SQLite
+  (a) pull N records: localstore.sync.pull vs the SDK paging sequentially into SQLite
       (also at 0 ms latency, where client CPU is the cost), once per timestamp form
       the emulator writes (ms ….974Z, us ….974123Z, offset ….974123+00:00; all three
       unless --timestamp-format picks one)
@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from localstore import edits
-from localstore.api import Client
-from localstore.pull import pull
-from localstore.store import Store
+from localstore.api._client import Client
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.sync.pull import pull
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-key"

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import httpx
 
-from localstore.api import Client
-from localstore.emulator.seed import make_record
-from localstore.jsonutil import canonical
-from localstore.pull import pull
-from localstore.search import search
-from localstore.search_schema import FTS_MIGRATION
-from localstore.store import MIGRATIONS, Store
+from localstore.api._client import Client
+from localstore.ops.search import search
+from localstore.store.db import MIGRATIONS, Store
+from localstore.store.jsontext import canonical
+from localstore.store.migrations import FTS_MIGRATION
+from localstore.sync.pull import pull
+from localstore_emulator.seed import make_record
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

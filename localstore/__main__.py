@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from localstore.cli import main
+    from localstore.cli.app import main
 except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done
     print("localstore: interrupted", file=sys.stderr)
     sys.exit(130)

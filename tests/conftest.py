@@ -18,7 +18,7 @@ for _path in (TESTS_DIR.parent, TESTS_DIR):
 
 from openapi_contract import Contract  # noqa: E402
 
-from localstore.emulator import EmulatorServer, seed_dataset  # noqa: E402
+from localstore_emulator import EmulatorServer, seed_dataset  # noqa: E402
 
 DatasetFactory = Callable[..., str]
 
@@ -63,7 +63,7 @@ def emulator_http(emulator: EmulatorServer, api_key: str) -> Iterator[httpx.Clie
 @pytest.fixture
 def dataset(emulator: EmulatorServer, request: pytest.FixtureRequest) -> DatasetFactory:
     """``dataset(n=0, name=None, seed=0) -> dataset_id``: a fresh dataset on the session
-    emulator holding ``n`` generated records (see ``localstore.emulator.seed``)."""
+    emulator holding ``n`` generated records (see ``localstore_emulator.seed``)."""
     counter = iter(range(1_000_000))
 
     def make(n: int = 0, name: str | None = None, seed: int = 0) -> str:

@@ -17,8 +17,7 @@ import httpx
 import pytest
 from openapi_contract import SPEC_PATH, Contract
 
-from localstore.api import Client, JudgeOutput, Record, RetryPolicy, outcome_unknown
-from localstore.emulator import EmulatorServer
+from localstore.api._client import Client, JudgeOutput, Record, RetryPolicy, outcome_unknown
 from localstore.errors import (
     AuthenticationError,
     NotFoundError,
@@ -27,6 +26,7 @@ from localstore.errors import (
     TransportError,
     UsageError,
 )
+from localstore_emulator import EmulatorServer
 
 CONTRACT: Contract | None = Contract.load() if SPEC_PATH.exists() else None
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from openapi_contract import SPEC_PATH, Contract
 
 from localstore import __version__
-from localstore.api import (
+from localstore.api._client import (
     DEFAULT_SERVER_URL,
     Client,
     Dataset,
@@ -31,6 +31,7 @@ from localstore.api import (
     RetryPolicy,
     outcome_unknown,
 )
+from localstore.api._retry import parse_retry_after
 from localstore.errors import (
     AuthenticationError,
     HTTPStatusError,
@@ -43,7 +44,6 @@ from localstore.errors import (
     TransportError,
     UsageError,
 )
-from localstore.retry import parse_retry_after
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 BASE = "https://api.test"
@@ -1244,7 +1244,7 @@ def test_empty_dataset() -> None:
 
 
 def test_endless_full_pages_hit_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("localstore.pagination.EXTRA_PAGES_CAP", 5)
+    monkeypatch.setattr("localstore.api._pagination.EXTRA_PAGES_CAP", 5)
     server = PagedServer(100)
     server.count_for = lambda page: 100
     server.records_for = lambda p, s: [record_json(i) for i in range((p - 1) * s, p * s)]

@@ -10,7 +10,7 @@ record ids for show/fetch, server down, 401 JSON, empty key, broken page bodies,
 link looping on page 1 or leaving the server, HTML 502, a newer user_version, a text
 file as the store).
 
-Exit codes (the CLI's contract, ``localstore.cli.main``):
+Exit codes (the CLI's contract, ``localstore.cli.app.main``):
 
 ==== ================================================================================
 code meaning
@@ -67,10 +67,10 @@ from test_cli_errors import (
     record_body,
 )
 
-from localstore.api import Client
-from localstore.emulator import EmulatorServer, seed_dataset
-from localstore.pull import pull
-from localstore.store import Store
+from localstore.api._client import Client
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore_emulator import EmulatorServer, seed_dataset
 
 RECORDS = "/v1/observability/dataset-records"
 TEMPLATE_RECORDS = 5

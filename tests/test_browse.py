@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore import edits
-from localstore.api import Client
-from localstore.emulator import seed_dataset
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.api._client import Client
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import seed_dataset
 
 pytest.importorskip("datasette", reason="the browse extra (Datasette) is not installed")
 

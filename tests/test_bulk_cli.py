@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from localstore.api import Client
-from localstore.emulator import EmulatorServer, seed_dataset
-from localstore.jsonutil import canonical
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.api._client import Client
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer, seed_dataset
 
 UNKNOWN_DATASET = "00000000-0000-4000-8000-000000000000"
 
@@ -124,7 +124,7 @@ def base(emulator: EmulatorServer, api_key: str, tmp_path_factory: pytest.TempPa
         pull(store, client, [ds, empty])
         ids = [r[0] for r in store.conn.execute("SELECT id FROM records ORDER BY created_at, id")]
         conflict, pending = ids[-1], ids[-2]
-        from localstore.edits import set_properties
+        from localstore.ops.edits import set_properties
 
         set_properties(store, conflict, {"label": "ours"})
         emulator.state.update_properties(conflict, {"label": "theirs"})

@@ -25,10 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from localstore.api import Client
-from localstore.emulator import EmulatorServer
-from localstore.pull import pull
-from localstore.store import SCHEMA_VERSION, Store
+from localstore.api._client import Client
+from localstore.store.db import SCHEMA_VERSION, Store
+from localstore.sync.pull import pull
+from localstore_emulator import EmulatorServer
 
 DATASETS = "/v1/observability/datasets"
 RECORDS = "/v1/observability/dataset-records"

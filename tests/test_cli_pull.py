@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from localstore.api import Client
-from localstore.emulator import EmulatorServer
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.timeutil import normalize_ts
+from localstore.api._client import Client
+from localstore.core.timestamps import normalize_ts
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore_emulator import EmulatorServer
 
 RUN_CLI = "from localstore.cli import main; main()"
 

@@ -2,7 +2,7 @@
 ``localstore sync`` over and over; after a final sync, every edit either editor made is
 on the server (the last value of each key per record, deletes gone, creates once).
 
-The editors are ``python -c`` scripts calling localstore.edits, each logging the edits
+The editors are ``python -c`` scripts calling localstore.ops.edits, each logging the edits
 the store accepted (in its own commit order) to a JSON-lines file; the expected server
 state is rebuilt from those logs. Each editor owns a property key and half of the
 records for payload edits and deletes, so the two logs never disagree about a value;
@@ -32,7 +32,7 @@ from fault_proxy import FaultProxy
 from test_drills_faults import pull_store, server_contents, tally
 from test_scenario_cli import Cli, Content, Intent, content, integrity, local_records, wait_for
 
-from localstore.emulator import EmulatorServer, seed_dataset
+from localstore_emulator import EmulatorServer, seed_dataset
 
 EXIT_OK, EXIT_ERROR = 0, 1
 EDITS_PER_EDITOR = 400
@@ -42,9 +42,9 @@ pytestmark = pytest.mark.timeout(240)
 
 EDITOR = r"""
 import json, random, sys, time
-from localstore import edits
+from localstore.ops import edits
 from localstore.errors import LocalstoreError
-from localstore.store import Store
+from localstore.store.db import Store
 
 db, dataset_id, name, seed, count, pool_file, log_path = sys.argv[1:8]
 pool = json.loads(open(pool_file, encoding="utf-8").read())
@@ -95,7 +95,7 @@ with Store.open(db) as store, open(log_path, "w", encoding="utf-8") as log:
 
 HOLDER = r"""
 import sys
-from localstore.store import Store
+from localstore.store.db import Store
 with Store.open(sys.argv[1]) as store, store.sync_lock():
     print("held", flush=True)
     sys.stdin.read()  # until killed
@@ -104,7 +104,7 @@ with Store.open(sys.argv[1]) as store, store.sync_lock():
 TRY_LOCK = r"""
 import sys
 from localstore.errors import SyncInProgressError
-from localstore.store import Store
+from localstore.store.db import Store
 with Store.open(sys.argv[1]) as store:
     try:
         with store.sync_lock():

@@ -37,7 +37,7 @@ from fault_proxy import FaultProxy
 from test_drills_faults import Mix, make_mixed_changes, pull_store, server_contents, tally
 from test_scenario_cli import Cli, Intent, content_key, finish, integrity, wait_for
 
-from localstore.emulator import EmulatorServer, seed_dataset
+from localstore_emulator import EmulatorServer, seed_dataset
 
 EXIT_OK = 0
 LATENCY_MS = 20

@@ -27,12 +27,13 @@ from conftest import DrillFigures
 from fault_proxy import ALL_KINDS, FaultProxy, ProxyStats, creates_only
 from test_scenario_cli import Content, Intent, content, content_key, integrity, local_records
 
-from localstore import edits, views
-from localstore.api import Client, RetryPolicy
-from localstore.emulator import EmulatorServer
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import SyncReport, sync
+from localstore.api._client import Client, RetryPolicy
+from localstore.ops import edits
+from localstore.ops import queries as views
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import SyncReport, sync
+from localstore_emulator import EmulatorServer
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFLICTS = 0, 1, 3
 READ_TIMEOUT = httpx.Timeout(1.0, connect=1.0)

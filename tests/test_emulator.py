@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore.emulator import EmulatorError, EmulatorServer, EmulatorState, seed_dataset
-from localstore.emulator.seed import make_record
-from localstore.errors import UsageError
+from localstore_emulator import EmulatorError, EmulatorServer, RefusedHost, EmulatorState, seed_dataset
+from localstore_emulator.seed import make_record
 
 DS = "/v1/observability/datasets"
 REC = "/v1/observability/dataset-records"
@@ -473,9 +472,9 @@ def test_latency_is_per_request_and_overlaps(api_key: str) -> None:
 
 
 def test_non_loopback_hosts_are_refused() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(RefusedHost):
         EmulatorServer(host="0.0.0.0")
-    with pytest.raises(UsageError):
+    with pytest.raises(RefusedHost):
         EmulatorServer(host="192.168.1.10")
     EmulatorServer(host="0.0.0.0", allow_remote=True)  # allowed, not started
     EmulatorServer(host="localhost")
@@ -547,7 +546,7 @@ def test_add_records_validates_before_storing() -> None:
 def test_serve_in_the_foreground(tmp_path, api_key: str) -> None:
     """``serve`` is what ``localstore emulator`` runs: seed, print a hint, serve until SIGTERM."""
     code = (
-        "from localstore.emulator import serve; "
+        "from localstore_emulator import serve; "
         f"serve(port=0, db_path={str(tmp_path / 'e.sqlite')!r}, seed_records=30)"
     )
     root = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore.emulator import EmulatorServer
-from localstore.emulator.adversary import PAYLOAD, PROPERTIES, RECORDS
+from localstore_emulator import EmulatorServer
+from localstore_emulator.adversary import PAYLOAD, PROPERTIES, RECORDS
 
 DS = "/v1/observability/datasets"
 REC = "/v1/observability/dataset-records"

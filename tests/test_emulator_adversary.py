@@ -1,4 +1,4 @@
-"""The emulator's adversarial knobs (``localstore.emulator.adversary``), each checked
+"""The emulator's adversarial knobs (``localstore_emulator.adversary``), each checked
 with plain httpx and, where it says something, the official SDK as a second client;
 every answer is held to the spec."""
 
@@ -12,8 +12,8 @@ import httpx
 import pytest
 from openapi_contract import Contract
 
-from localstore.emulator import EmulatorServer
-from localstore.emulator.adversary import (
+from localstore_emulator import EmulatorServer
+from localstore_emulator.adversary import (
     BULK_DELETE,
     PAYLOAD,
     PROPERTIES,
@@ -280,7 +280,7 @@ def test_records_deleted_between_pages_shift_the_rest_out_of_the_listing(
 def test_records_created_between_pages_and_the_sdk_paging(
     adversary: Any, emulator: EmulatorServer, dataset: Any, sdk: Any
 ) -> None:
-    from localstore.emulator.adversary import create_records
+    from localstore_emulator.adversary import create_records
 
     dataset_id = dataset(5)
     adversary.on_page(dataset_id, after_page=1, action=create_records(dataset_id, 3))

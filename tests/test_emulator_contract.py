@@ -11,7 +11,7 @@ import httpx
 import pytest
 from openapi_contract import Contract
 
-from localstore.emulator import EmulatorServer, EmulatorState, seed_dataset
+from localstore_emulator import EmulatorServer, EmulatorState, seed_dataset
 
 DS = "/v1/observability/datasets"
 REC = "/v1/observability/dataset-records"

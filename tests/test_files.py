@@ -22,18 +22,19 @@ from typing import Any, TypeVar
 
 import pytest
 
-from localstore import files, views
-from localstore.api import Client
-from localstore.edits import edit_record
-from localstore.emulator import EmulatorServer
+from localstore.api._client import Client
+from localstore.api._retry import RetryPolicy
 from localstore.errors import UsageError
-from localstore.files_fs import MANIFEST_NAME, OBJECTS_NAME, FileProblem, parse_record
-from localstore.jsonutil import pretty
-from localstore.pull import pull
-from localstore.resolve import resolve
-from localstore.retry import RetryPolicy
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.files import checkout as files
+from localstore.files.fs import MANIFEST_NAME, OBJECTS_NAME, FileProblem, parse_record
+from localstore.ops import queries as views
+from localstore.ops.edits import edit_record
+from localstore.ops.resolve import resolve
+from localstore.store.db import Store
+from localstore.store.jsontext import pretty
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer
 
 T = TypeVar("T")
 WAIT = 30.0  # upper bound of every wait; a passing test waits far less
@@ -766,7 +767,7 @@ def test_acceptance_checkout_1000_edit_watch_sync(
 
 
 def test_a_version_1_manifest_is_upgraded_with_the_versions_it_can_know(make_env: Callable[[int], Env]) -> None:
-    from localstore.files_fs import part_hash
+    from localstore.files.fs import part_hash
 
     env = make_env(2)
     files.checkout(env.store, env.dir)

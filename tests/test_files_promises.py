@@ -29,7 +29,7 @@ pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
 from support.cli import EXIT_CONFLICTS, Cli, content_counts, server_records
 
-from localstore.emulator import EmulatorServer
+from localstore_emulator import EmulatorServer
 
 pytestmark = pytest.mark.slow  # each starts `localstore watch` processes (2-5 s; the SIGKILL loop ~20 s)
 

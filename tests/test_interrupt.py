@@ -28,12 +28,12 @@ import pytest
 from ptyrun import run_in_pty
 from support.cli import EXIT_OK, Cli, content, content_counts, content_key, server_records
 
-from localstore import edits
-from localstore.api import Client
-from localstore.emulator import EmulatorServer, seed_dataset
+from localstore.api._client import Client
 from localstore.errors import Interrupted
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer, seed_dataset
 
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
@@ -198,7 +198,7 @@ def test_an_interrupted_sync_commits_what_arrived_and_unsent_pushes_go_back_to_p
     sends the rest."""
     dataset_id = seed_dataset(emulator.state, 30, name=f"interrupt-inprocess-{time.monotonic_ns()}")
     with Store.open(tmp_path / "s.db") as store, Client(emulator.url, api_key) as client:
-        from localstore.pull import pull
+        from localstore.sync.pull import pull
 
         pull(store, client, [dataset_id])
         ids = [r[0] for r in store.conn.execute("SELECT id FROM mirror ORDER BY id")]

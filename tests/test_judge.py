@@ -15,19 +15,19 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore import edits
-from localstore.api import Client, RetryPolicy
-from localstore.emulator import EmulatorServer
+from localstore.api._client import Client, RetryPolicy
 from localstore.errors import NotFoundLocally, TransportError, UsageError
-from localstore.judge import (
+from localstore.ops import edits
+from localstore.ops.judge import (
     judge_records,
     load_judge_definition,
     select_records,
     validate_judge_definition,
 )
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.views import run_sql
+from localstore.ops.queries import run_sql
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore_emulator import EmulatorServer
 
 FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1)
 OPTIONS = ["resolved", "escalate", "unclear"]
@@ -508,7 +508,7 @@ def test_cli_usage_errors_are_one_line_before_any_call(
 def test_cli_offline_message(
     mirrored: Mirrored, invoke: Invoke, api_key: str, judge_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from localstore import cli as cli_module
+    from localstore.cli import app as cli_module
 
     store, _ = mirrored(3)
     url = closed_port_url()

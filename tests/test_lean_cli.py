@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from localstore import edits
-from localstore.api import Client
-from localstore.pull import pull
-from localstore.store import Store
+from localstore.api._client import Client
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.sync.pull import pull
 
 HEAVY = ("httpx", "httpcore", "fastapi", "starlette", "uvicorn", "sqlalchemy", "sqlmodel", "pydantic", "watchfiles", "mistralai")
 
@@ -21,7 +21,7 @@ PROBE = """
 import json, sys
 watched = set(json.loads(sys.argv[2]))
 sys.argv = ["localstore", *json.loads(sys.argv[1])]
-from localstore import cli
+from localstore.cli import app as cli
 try:
     cli.main()
 except SystemExit:
@@ -33,7 +33,7 @@ print("HEAVY=" + json.dumps(heavy))
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory: pytest.TempPathFactory, emulator, api_key: str) -> tuple[Path, list[str]]:  # type: ignore[no-untyped-def]
-    from localstore.emulator import seed_dataset
+    from localstore_emulator import seed_dataset
 
     dataset_id = seed_dataset(emulator.state, 5, name="lean-cli")
     path = tmp_path_factory.mktemp("lean") / "store.db"

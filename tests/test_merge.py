@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localstore.jsonutil import json_equal
-from localstore.merge import (
+from localstore.core.merge import (
     DELETE_VS_EDIT,
     EDIT_VS_DELETE,
     MISSING,
@@ -24,6 +23,7 @@ from localstore.merge import (
     property_part,
     rebase_local,
 )
+from localstore.store.jsontext import json_equal
 
 BASE_PAYLOAD = {"messages": [{"role": "user", "content": "base"}]}
 PAYLOADS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localstore.merge import DELETE_VS_EDIT, EDIT_VS_DELETE, Content
-from localstore.plan import (
+from localstore.core.merge import DELETE_VS_EDIT, EDIT_VS_DELETE, Content
+from localstore.core.plan import (
     Conflict,
     Create,
     Delete,

@@ -38,10 +38,10 @@ import pytest
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
 
-from localstore import edits
-from localstore.emulator import EmulatorServer, seed_dataset
-from localstore.jsonutil import canonical
-from localstore.store import Store
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore_emulator import EmulatorServer, seed_dataset
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFLICTS = 0, 1, 3
 OFFLINE_URL = "http://127.0.0.1:9"  # nothing listens there: offline edits must not need it
@@ -815,9 +815,9 @@ def test_edit_to_a_create_the_sync_is_about_to_post_is_not_lost(
     """The window is a few milliseconds wide, so the sync runs in-process and the edit (by
     another process: the CLI) is slotted in right before the transaction that marks the
     creates in flight begins."""
-    import localstore.sync
-    from localstore import ledger
-    from localstore.api import Client
+    import localstore.sync.run
+    from localstore.api._client import Client
+    from localstore.store import ledger
 
     dataset_id = dataset(3)
     cli = Cli(tmp_path / "store.db", emulator.url, api_key)
@@ -843,7 +843,7 @@ def test_edit_to_a_create_the_sync_is_about_to_post_is_not_lost(
 
     monkeypatch.setattr(ledger, "begin_create", edit_first)
     with Store.open(cli.db) as store, Client(emulator.url, api_key) as client:
-        assert localstore.sync.sync(store, client).exit_code == EXIT_OK
+        assert localstore.sync.run.sync(store, client).exit_code == EXIT_OK
     monkeypatch.undo()
     assert edited == [f"queued payload change for {rid}\n"]
     cli.ok("sync")

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlmodel import SQLModel, select
 
-from localstore import models
-from localstore.store import SCHEMA_VERSION, Store
+from localstore.store import models
+from localstore.store.db import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parent.parent
 DESIGN = REPO.parent / "shared" / "DESIGN.md"

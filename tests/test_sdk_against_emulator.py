@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral, errors
 
-from localstore.emulator import EmulatorServer
+from localstore_emulator import EmulatorServer
 
 REGRESSION_JUDGE = {
     "name": "faithfulness",

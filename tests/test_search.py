@@ -25,16 +25,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore import edits, views
-from localstore.api import Client
+from localstore.api._client import Client
+from localstore.api._decode import Record
 from localstore.errors import UsageError
-from localstore.pull import pull
-from localstore.resolve import resolve
-from localstore.search import catch_up, search
-from localstore.search_schema import FTS_MIGRATION
-from localstore.store import MIGRATIONS, SCHEMA_VERSION, Store
-from localstore.sync import sync
-from localstore.wire import Record
+from localstore.ops import edits
+from localstore.ops import queries as views
+from localstore.ops.resolve import resolve
+from localstore.ops.search import catch_up, search
+from localstore.store.db import MIGRATIONS, SCHEMA_VERSION, Store
+from localstore.store.migrations import FTS_MIGRATION
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
 
 REPO = Path(__file__).resolve().parent.parent
 DATASET = "5f0c6b2e-8a51-4a8e-9d3c-1f2b3c4d5e6f"

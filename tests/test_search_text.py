@@ -1,4 +1,4 @@
-"""The full-text rows a pull computes in Python (localstore.search_text) are exactly the
+"""The full-text rows a pull computes in Python (localstore.core.search_text) are exactly the
 rows of schema.sql's search_source view, for any payload; and a pull's bulk indexing
 leaves the same index as the triggers would."""
 
@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore.api import Client
-from localstore.jsonutil import canonical
-from localstore.pull import pull
-from localstore.search import catch_up
-from localstore.search_text import message_docs
-from localstore.store import Store
+from localstore.api._client import Client
+from localstore.core.search_text import message_docs
+from localstore.ops.search import catch_up
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore.sync.pull import pull
 
 DATASET = "00000000-0000-4000-8000-0000000000d5"
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)

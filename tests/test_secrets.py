@@ -47,16 +47,16 @@ from test_cli_errors import (
 )
 from test_files import wait_until
 
-from localstore import edits
-from localstore.api import Client
+from localstore.api._client import Client
 from localstore.cli import cli
-from localstore.emulator import EmulatorServer, seed_dataset
 from localstore.errors import LocalstoreError, UsageError
-from localstore.judge import judge_records
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
-from localstore.views import run_sql
+from localstore.ops import edits
+from localstore.ops.judge import judge_records
+from localstore.ops.queries import run_sql
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer, seed_dataset
 
 RECORDS = "/v1/observability/dataset-records"
 JUDGE = {
@@ -520,7 +520,7 @@ def test_plain_http_to_a_remote_host_is_refused_before_connecting(
 MODES_SCRIPT = """
 import json, os, stat, sys
 os.umask(0)
-from localstore.store import Store
+from localstore.store.db import Store
 path = sys.argv[1]
 with Store.open(path) as store:
     with store.transaction() as conn:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from localstore import store as store_module
-from localstore.api import Record
+from localstore.api._client import Record
 from localstore.errors import StoreError, SyncInProgressError, UsageError
-from localstore.store import BUSY_TIMEOUT_MS, SCHEMA_VERSION, Store
-from localstore.views import run_sql
+from localstore.ops.queries import run_sql
+from localstore.store import db as store_module
+from localstore.store.db import BUSY_TIMEOUT_MS, SCHEMA_VERSION, Store
 
 DATASET = "5b3c1e52-8a57-4c34-9d0b-2f1e9c7b4a10"
 
@@ -236,7 +236,7 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest
 
 HOLDER = """
 import sys
-from localstore.store import Store
+from localstore.store.db import Store
 with Store.open(sys.argv[1]) as store, store.sync_lock():
     print("locked", flush=True)
     sys.stdin.read()

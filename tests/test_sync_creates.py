@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from localstore import edits, ledger
-from localstore.api import Client
-from localstore.pagination import ListingIterator
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.api._client import Client
+from localstore.api._pagination import ListingIterator
+from localstore.ops import edits
+from localstore.store import ledger
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
 
 BODY = {"messages": [{"role": "user", "content": "made offline"}]}
 

@@ -51,18 +51,20 @@ from hypothesis.stateful import (
 )
 from support.serverlog import EXISTS, GONE, MISSING, ServerLog, Write, key_part
 
-from localstore import edits, files, ledger
-from localstore import pull as pull_module
-from localstore.api import Client, RetryPolicy
-from localstore.emulator import EmulatorServer
-from localstore.emulator.adversary import BULK_DELETE, RECORD, RECORD_PUTS, RECORDS, Rule
+from localstore.api._client import Client, RetryPolicy
 from localstore.errors import LocalstoreError
-from localstore.files_fs import Manifest, canonical_uuid
-from localstore.jsonutil import canonical
-from localstore.pull import pull
-from localstore.resolve import resolve
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.files import checkout as files
+from localstore.files.fs import Manifest, canonical_uuid
+from localstore.ops import edits
+from localstore.ops.resolve import resolve
+from localstore.store import ledger
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore.sync import pull as pull_module
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer
+from localstore_emulator.adversary import BULK_DELETE, RECORD, RECORD_PUTS, RECORDS, Rule
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
 from support.cli import EXIT_CONFLICTS, EXIT_ERROR, EXIT_OK, Cli, content_counts, server_records
 
-from localstore.emulator import EmulatorServer
-from localstore.emulator.adversary import PROPERTIES, RECORD_PUTS, RECORDS, Rule
+from localstore_emulator import EmulatorServer
+from localstore_emulator.adversary import PROPERTIES, RECORD_PUTS, RECORDS, Rule
 
 
 @pytest.fixture

@@ -34,12 +34,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from localstore import edits, views
-from localstore.api import Client
-from localstore.pull import pull
-from localstore.resolve import resolve
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.api._client import Client
+from localstore.ops import edits
+from localstore.ops import queries as views
+from localstore.ops.resolve import resolve
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
 
 KEYS = ("k1", "k2")
 VALUES = (0, 1, 2)

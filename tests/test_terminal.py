@@ -22,17 +22,17 @@ import click
 import pytest
 from ptyrun import run_in_pty, strip_ansi
 
-from localstore import edits
-from localstore.api import Client
+from localstore.api._client import Client
 from localstore.cli import cli
-from localstore.cli_ids import complete_ids
-from localstore.emulator import EmulatorServer, seed_dataset
+from localstore.cli.ids import complete_ids
 from localstore.errors import UsageError
-from localstore.idprefix import candidates, canonical_prefix, resolve_id
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
-from localstore.views import get_record
+from localstore.ops import edits
+from localstore.ops.idprefix import candidates, canonical_prefix, resolve_id
+from localstore.ops.queries import get_record
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer, seed_dataset
 
 CONVERSATION = {
     "messages": [
@@ -291,7 +291,7 @@ def test_resolve_id_in_python(crafted: Store) -> None:
 
 def test_prefix_lookups_walk_an_index(crafted: Store) -> None:
     """A prefix costs a range search, not a scan of 100k ids."""
-    from localstore import idprefix
+    from localstore.ops import idprefix
 
     for kind, sources in idprefix._SOURCES.items():
         for table, column in sources:
@@ -376,7 +376,7 @@ def test_a_long_record_goes_through_the_pager(tmp_path: Path, filled: Filled) ->
 
 
 def test_render_keeps_line_breaks_outside_code() -> None:
-    from localstore.render import hard_breaks
+    from localstore.cli.render import hard_breaks
 
     assert hard_breaks("a\nb\n\nc") == "a  \nb\n\nc"
     assert hard_breaks("```\nx\ny\n```\nz") == "```\nx\ny\n```\nz"

@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 from ptyrun import run_in_pty, strip_ansi
 
-from localstore import edits
-from localstore.api import Client
-from localstore.emulator import EmulatorServer, seed_dataset
-from localstore.pull import pull
-from localstore.store import Store
-from localstore.sync import sync
+from localstore.api._client import Client
+from localstore.ops import edits
+from localstore.store.db import Store
+from localstore.sync.pull import pull
+from localstore.sync.run import sync
+from localstore_emulator import EmulatorServer, seed_dataset
 
 OFFLINE_URL = "http://127.0.0.1:9"
 HUGE = {"messages": [{"role": "user", "content": "x" * (1100 * 1024)}]}  # over the server's 1 MiB: rejected
@@ -419,8 +419,8 @@ def test_dry_run_names_the_records_and_the_conflicts_it_foresees(
 
 
 def test_a_merged_buffer_forgives_comments_and_trailing_commas_but_not_markers() -> None:
+    from localstore.cli.mergebuffer import parse_merged
     from localstore.errors import UsageError
-    from localstore.mergebuffer import parse_merged
 
     text = '# a comment\n{"payload": {"x": "a, }", "y": [1, 2,],},\n  # another\n "properties": {"k": "v",},\n}\n'
     assert parse_merged(text, "t") == {"payload": {"x": "a, }", "y": [1, 2]}, "properties": {"k": "v"}}
@@ -431,7 +431,7 @@ def test_a_merged_buffer_forgives_comments_and_trailing_commas_but_not_markers()
 def test_relative_times() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from localstore.timeutil import ago
+    from localstore.core.timestamps import ago
 
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     stamp = "2026-01-01T12:00:00.000000Z"
@@ -446,8 +446,8 @@ def test_settling_parts_one_by_one_in_any_order_gives_each_part_the_chosen_side(
     in a random order, --ours or --theirs at random. Each resolve takes exactly that part
     out of the conflict; after the sync the server holds, key by key, the chosen side
     where both sides changed, and the one side's change everywhere else."""
-    from localstore.merge import MISSING, property_part
-    from localstore.resolve import resolve_conflict
+    from localstore.core.merge import MISSING, property_part
+    from localstore.ops.resolve import resolve_conflict
 
     rng = random.Random(12)
     state = emulator.state
@@ -505,8 +505,8 @@ def test_a_create_that_may_have_landed_is_shown_and_settled_in_words(
     """A create whose answer was lost while new records appeared (create-unconfirmed):
     `conflicts` says its base is new and theirs unknown; --theirs takes it as landed and
     sends nothing, --ours queues it again."""
-    from localstore import ledger
-    from localstore.plan import LocalWork
+    from localstore.core.plan import LocalWork
+    from localstore.store import ledger
 
     ds = seed_dataset(emulator.state, 2, name=f"unconfirmed-{time.monotonic_ns()}")
     db = tmp_path / "store.db"

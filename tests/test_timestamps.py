@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localstore import timeutil
-from localstore.api import Client
-from localstore.emulator import EmulatorServer, EmulatorState
-from localstore.emulator.clock import Clock
+from localstore.api._client import Client
+from localstore.api._decode import _Reader, _record_fast
+from localstore.core import timestamps as timeutil
+from localstore.core.timestamps import fast_ts, format_ts, normalize_ts, parse_ts
 from localstore.errors import ProtocolError
-from localstore.timeutil import fast_ts, format_ts, normalize_ts, parse_ts
-from localstore.wire import _Reader, _record_fast
+from localstore_emulator import EmulatorServer, EmulatorState
+from localstore_emulator.clock import Clock
 
 FORMS = {
     "ms": "2025-10-07T20:56:01.974Z",  # the API reference's example

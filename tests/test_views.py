@@ -11,9 +11,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore import edits, views
-from localstore.store import Store
-from localstore.wire import Record
+from localstore.api._decode import Record
+from localstore.ops import edits
+from localstore.ops import queries as views
+from localstore.store.db import Store
 
 DATASET = "5f0c6b2e-8a51-4a8e-9d3c-1f2b3c4d5e6f"
 TS = "2026-01-01T00:00:00.000001Z"

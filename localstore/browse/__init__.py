@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localstore.errors import UsageError
-from localstore.store import connect_readonly
+from localstore.store.db import connect_readonly
 
 if TYPE_CHECKING:
     from datasette.app import Datasette

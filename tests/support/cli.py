@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from localstore.jsonutil import canonical
+from localstore.store.jsontext import canonical
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFLICTS = 0, 1, 3
 OFFLINE_URL = "http://127.0.0.1:9"  # nothing listens there: offline edits must not need it

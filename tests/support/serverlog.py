@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from localstore.jsonutil import canonical
+from localstore.store.jsontext import canonical
 
 EXISTS, GONE, MISSING = "EXISTS", "GONE", "MISSING"
 WRAPPED = ("update_payload", "update_properties", "delete_record", "bulk_delete", "add_records", "delete_dataset")

@@ -1,0 +1,672 @@
+"""A typed client for the Mistral observability datasets API (httpx, sync).
+
+One ``Client`` holds one keep-alive connection pool and may be used from several
+threads at once. Every endpoint of the spec has one method. Failures surface as
+the ``localstore.errors`` hierarchy: ``TransportError`` (no usable answer after
+the retries), ``HTTPStatusError`` subclasses (the server said no), and
+``ProtocolError`` (the answer is not what the contract promises).
+
+Retries: idempotent calls retry 408/429/500/502/503/504, connection errors,
+timeouts and broken bodies. Calls that create things (``create_record``,
+``create_dataset``, the imports) retry only when the request certainly did not
+reach the server (429, connect errors, connect/pool timeouts); any other failure
+is raised at once and ``outcome_unknown(exc)`` tells whether the server may
+nevertheless have applied the request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from localstore import __version__
+from localstore.api._decode import (
+    Dataset,
+    JudgeOutput,
+    NotUnicodeError,
+    Record,
+    RecordPage,
+    _content_type,
+    _decode_json,
+    _error_message,
+    _one_line,
+    _Reader,
+    outcome_unknown,
+)
+from localstore.api._pagination import Listing, ListingIterator, check_next_link, short
+from localstore.api._retry import (
+    RETRYABLE_STATUSES,
+    AttemptFailed,
+    RetryPolicy,
+    describe_transport_error,
+    parse_retry_after,
+)
+from localstore.core.ids import parse_uuid
+from localstore.errors import (
+    HTTPStatusError,
+    InsecureTransportError,
+    ProtocolError,
+    TransportError,
+    UsageError,
+    status_error,
+)
+
+__all__ = [
+    "DEFAULT_SERVER_URL",
+    "DEFAULT_TIMEOUT",
+    "Client",
+    "Dataset",
+    "JudgeOutput",
+    "Listing",
+    "ListingIterator",
+    "Record",
+    "RecordPage",
+    "RetryPolicy",
+    "outcome_unknown",
+]
+
+DEFAULT_SERVER_URL = "https://api.mistral.ai"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+API_KEY_ENV = "MISTRAL_API_KEY"
+SERVER_URL_ENV = "LOCALSTORE_SERVER_URL"
+MAX_PAGE_SIZE = 100
+BULK_DELETE_MAX = 500
+
+DATASETS = "/v1/observability/datasets"
+RECORDS = "/v1/observability/dataset-records"
+
+_SLUG = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+# -- the client ------------------------------------------------------------------
+
+
+class _Secret:
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower().rstrip(".")
+    # not "*.localhost": glibc (hosts: files dns) asks DNS for those, which may answer anything
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_server_url(server_url: str) -> httpx.URL:
+    if not isinstance(server_url, str) or not server_url.strip():
+        raise UsageError("the server URL is empty: expected e.g. https://api.mistral.ai")
+    text = server_url.strip()
+    try:
+        url = httpx.URL(text)
+        _ = url.port
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise UsageError(
+            f"malformed server URL {text!r}: expected e.g. https://api.mistral.ai"
+        ) from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise UsageError(f"malformed server URL {text!r}: the port must be 1..65535")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"malformed server URL {text!r}: expected http(s)://host[:port]")
+    if url.userinfo:
+        raise UsageError("the server URL must not carry credentials; use MISTRAL_API_KEY")
+    if url.query or url.fragment:
+        raise UsageError(f"the server URL {text!r} must not have a query or fragment")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise InsecureTransportError(
+            f"refusing to send the API key over plain http to {url.host}: "
+            "use https, or http only to a loopback address (localhost, 127.0.0.1, ::1)"
+        )
+    return url.copy_with(path=url.path.rstrip("/") or "/")
+
+
+def _dataset_ref(value: str) -> str:
+    """A dataset id (UUID, canonicalised) or a workspace-scoped slug."""
+    text = str(value).strip()
+    try:
+        return parse_uuid(text, what="dataset id")
+    except UsageError:
+        if _SLUG.match(text):
+            return text
+        raise UsageError(
+            f"{short(value, 60)} is not a valid dataset id: expected a UUID or a slug "
+            "of letters, digits, '-' and '_'"
+        ) from None
+
+
+def _check_object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+class Client:
+    """The observability datasets API. Thread-safe; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        server_url: str = DEFAULT_SERVER_URL,
+        api_key: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 32,
+        transport: httpx.BaseTransport | None = None,
+        on_request: Callable[[httpx.Request], None] | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not key or not key.strip():
+            raise UsageError(
+                f"{API_KEY_ENV} is not set: export your Mistral API key "
+                f"(export {API_KEY_ENV}=...) or pass api_key="
+            )
+        if key != key.strip() or not key.isprintable() or not key.isascii():
+            raise UsageError(
+                "the API key holds spaces or control characters: check MISTRAL_API_KEY"
+            )
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise UsageError(f"max_connections must be >= 1, not {max_connections!r}")
+        self._base = _check_server_url(server_url)
+        self._secret = _Secret(key)
+        self.server_url = str(self._base).rstrip("/")
+        self.origin = f"{self._base.scheme}://{self._base.netloc.decode('ascii')}"
+        self.retry = retry or RetryPolicy()
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._http = httpx.Client(
+            base_url=self._base,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "User-Agent": f"localstore/{__version__}",
+                "Accept": "application/json",
+            },
+            timeout=self._timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            event_hooks={"request": [on_request]} if on_request else None,
+            follow_redirects=False,
+            # a proxy is never wanted for a loopback emulator
+            trust_env=not _is_loopback(self._base.host),
+        )
+
+    @classmethod
+    def from_env(cls, server_url: str | None = None, **kw: Any) -> Client:
+        """Key from MISTRAL_API_KEY; server from the argument, LOCALSTORE_SERVER_URL
+        or the default."""
+        url = server_url or os.environ.get(SERVER_URL_ENV) or DEFAULT_SERVER_URL
+        return cls(url, os.environ.get(API_KEY_ENV), **kw)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.server_url}>"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the request machinery ---------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the key, nor a prefix of it cut short by "..." (``short``,
+        ``_one_line``) where a server echoed the key into a long value."""
+        key = self._secret.value
+        if not key:
+            return text
+        text = text.replace(key, "***")
+        for n in range(len(key) - 1, 5, -1):
+            if key[:n] + "..." in text:
+                text = text.replace(key[:n] + "...", "***...")
+        return text
+
+    def _attempt_timeout(self, deadline: float) -> httpx.Timeout:
+        """The configured timeouts, shortened so one attempt ends by the deadline."""
+        left = max(1.0, deadline - time.monotonic())
+        t = self._timeout
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cap(t.connect), read=cap(t.read), write=cap(t.write), pool=cap(t.pool)
+        )
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        idempotent: bool = True,
+        creates: str | None = None,
+    ) -> httpx.Response:
+        """One call with retries; returns a 2xx answer or raises ApiError."""
+        content = None
+        headers = None
+        if body is not None:
+            try:
+                content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+            except (TypeError, ValueError) as exc:
+                raise UsageError(
+                    f"the request body is not JSON: {_one_line(str(exc), 120)}"
+                ) from None
+            headers = {"Content-Type": "application/json"}
+        where = f"{method} {path}"
+        write = method != "GET"
+
+        def should_retry(exc: BaseException) -> bool:
+            if isinstance(exc, AttemptFailed):
+                return exc.not_sent if not idempotent else exc.retryable
+            if isinstance(exc, HTTPStatusError):
+                return exc.status == 429 if not idempotent else exc.status in RETRYABLE_STATUSES
+            return False
+
+        deadline = time.monotonic() + self.retry.max_total_seconds
+        attempts = 0
+        try:
+            for attempt in self.retry.retrying(should_retry):
+                with attempt:
+                    attempts += 1
+                    try:
+                        response = self._http.request(
+                            method,
+                            path,
+                            params=params,
+                            content=content,
+                            headers=headers,
+                            timeout=self._attempt_timeout(deadline),
+                        )
+                    except httpx.RequestError as exc:
+                        # transport trouble, or a body that did not arrive intact
+                        raise AttemptFailed(exc) from None
+                    if response.status_code >= 400:
+                        message, code = _error_message(response)
+                        raise status_error(
+                            response.status_code,
+                            self._scrub(message),
+                            None if code is None else self._scrub(code),
+                            method=method,
+                            path=path,
+                            retry_after=parse_retry_after(response.headers.get("retry-after")),
+                        )
+        except AttemptFailed as failed:
+            error = self._transport_error(failed, where, attempts, creates)
+            error.outcome_unknown = write and not failed.not_sent  # type: ignore[attr-defined]
+            raise error from None
+        except HTTPStatusError as exc:
+            exc.outcome_unknown = write and (exc.status == 408 or exc.status >= 500)  # type: ignore[attr-defined]
+            raise
+        if not 200 <= response.status_code < 300:
+            where_to = response.headers.get("location", "")
+            error = ProtocolError(
+                self._scrub(
+                    f"unexpected answer {response.status_code} {response.reason_phrase} to {where}"
+                    + (
+                        f" (redirect to {_one_line(where_to, 100)}): check the server URL"
+                        if where_to
+                        else ""
+                    )
+                )
+            )
+            error.outcome_unknown = write  # type: ignore[attr-defined]
+            raise error
+        return response
+
+    def _transport_error(
+        self, failed: AttemptFailed, where: str, attempts: int, creates: str | None
+    ) -> TransportError:
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        reason = describe_transport_error(failed.error)
+        if failed.not_sent:
+            text = f"cannot reach {self.origin} ({reason}) after {tries}"
+        else:
+            text = f"{where} on {self.origin} failed ({reason}) after {tries}"
+            if creates:
+                text += f"; the {creates} may have been created: check before sending it again"
+        return TransportError(self._scrub(text))
+
+    def _json(self, method: str, path: str, **kw: Any) -> tuple[Any, _Reader, httpx.Response]:
+        response = self._send(method, path, **kw)
+        where = f"{method} {path}"
+        try:
+            body = _decode_json(response)
+        except NotUnicodeError as exc:
+            error = ProtocolError(f"malformed answer to {where}: {exc}")
+            error.outcome_unknown = method != "GET"  # type: ignore[attr-defined]
+            raise error from None
+        except ValueError:
+            kind = self._scrub(_content_type(response))
+            error = ProtocolError(
+                f"server answered {response.status_code} to {where} with a non-JSON body ({kind})"
+            )
+            error.outcome_unknown = method != "GET"  # type: ignore[attr-defined]
+            raise error from None
+        return body, _Reader(where), response
+
+    def _parse(
+        self, method: str, path: str, parse: Callable[[Any, _Reader], Any], **kw: Any
+    ) -> Any:
+        body, reader, _ = self._json(method, path, **kw)
+        try:
+            return parse(body, reader)
+        except ProtocolError as exc:
+            raise self._protocol(exc, write=method != "GET") from None
+
+    def _protocol(self, exc: ProtocolError, *, write: bool = False) -> ProtocolError:
+        """The same error, scrubbed of the key, tagged for outcome_unknown."""
+        error = ProtocolError(self._scrub(str(exc)))
+        error.outcome_unknown = write  # type: ignore[attr-defined]
+        return error
+
+    # -- datasets --------------------------------------------------------------------
+
+    def list_datasets(self, q: str | None = None) -> list[Dataset]:
+        """Every dataset of the account (all pages), optionally filtered by ``q``."""
+        params: dict[str, Any] = {} if q is None else {"q": q}
+        found: dict[str, Dataset] = {}
+        for results, reader, field in self._walk(DATASETS, "datasets", params):
+            for index, item in enumerate(results):
+                try:
+                    dataset = reader.dataset(item, f"{field}[{index}]")
+                except ProtocolError as exc:
+                    raise self._protocol(exc) from None
+                found.setdefault(dataset.id, dataset)
+        return list(found.values())
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        ref = _dataset_ref(dataset_id)
+        path = f"{DATASETS}/{ref}"
+        dataset: Dataset = self._parse("GET", path, lambda body, r: r.dataset(body, ""))
+        if _is_uuid(ref) and dataset.id != ref:
+            raise ProtocolError(f"malformed answer to GET {path}: it holds dataset {dataset.id}")
+        return dataset
+
+    def create_dataset(self, name: str, description: str) -> Dataset:
+        if not isinstance(name, str) or not 5 <= len(name) <= 50:
+            raise UsageError(f"a dataset name must be 5 to 50 characters, not {short(name, 60)}")
+        if not isinstance(description, str) or len(description) > 200:
+            raise UsageError("a dataset description must be a string of at most 200 characters")
+        return self._parse(
+            "POST",
+            DATASETS,
+            lambda body, r: r.dataset(body, ""),
+            body={"name": name, "description": description},
+            idempotent=False,
+            creates="dataset",
+        )
+
+    def update_dataset(
+        self, dataset_id: str, *, name: str | None = None, description: str | None = None
+    ) -> Dataset:
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if description is not None:
+            body["description"] = description
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}"
+        return self._parse("PATCH", path, lambda b, r: r.dataset(b, ""), body=body)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._send("DELETE", f"{DATASETS}/{_dataset_ref(dataset_id)}")
+
+    # -- records ----------------------------------------------------------------------
+
+    def list_records_page(
+        self, dataset_id: str, page: int, page_size: int = MAX_PAGE_SIZE
+    ) -> RecordPage:
+        """One page of a dataset's records; ``next`` is checked, records must
+        belong to the dataset."""
+        ref = _dataset_ref(dataset_id)
+        _check_page(page, page_size)
+        path = f"{DATASETS}/{ref}/records"
+        body, reader, response = self._json(
+            "GET", path, params={"page": page, "page_size": page_size}
+        )
+        try:
+            envelope, results, count = reader.paginated(body, "records")
+            records = [
+                reader.record(item, f"records.results[{i}]") for i, item in enumerate(results)
+            ]
+            if len(records) > page_size:
+                raise reader.fail(
+                    "records.results", f"holds {len(records)} records, page_size is {page_size}"
+                )
+            is_uuid = _is_uuid(ref)
+            for record in records:
+                if is_uuid and record.dataset_id != ref:
+                    raise ProtocolError(
+                        f"page {page} of dataset {ref} holds record {record.id} "
+                        f"of dataset {record.dataset_id}"
+                    )
+            check_next_link(envelope.get("next"), response.request.url, page)
+        except ProtocolError as exc:
+            raise self._protocol(exc) from None
+        return RecordPage(
+            page=page,
+            page_size=page_size,
+            count=count,
+            records=records,
+            next=envelope.get("next"),
+            previous=envelope.get("previous"),
+        )
+
+    def iter_record_pages(
+        self, dataset_id: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int = 8,
+        track_ids: bool = True,
+    ) -> ListingIterator:
+        """Every page of a dataset, fetched ``concurrency`` at a time and yielded as
+        they arrive (not in page order). After exhaustion ``.listing`` says whether
+        the listing is complete (``track_ids``: see ListingIterator). Raises if any
+        page fails for good."""
+        ref = _dataset_ref(dataset_id)
+        _check_page(1, page_size)
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+            raise UsageError(f"concurrency must be 1..64, not {concurrency!r}")
+        return ListingIterator(
+            lambda page: self.list_records_page(ref, page, page_size),
+            ref,
+            page_size=page_size,
+            concurrency=concurrency,
+            track_ids=track_ids,
+        )
+
+    def create_record(
+        self, dataset_id: str, payload: dict[str, Any], properties: dict[str, Any] | None = None
+    ) -> Record:
+        """Not idempotent: retried only when the request certainly did not reach
+        the server. On any other failure check ``outcome_unknown(exc)``."""
+        body: dict[str, Any] = {"payload": _check_object(payload, "payload")}
+        if properties is not None:
+            body["properties"] = _check_object(properties, "properties")
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}/records"
+        return self._parse(
+            "POST",
+            path,
+            lambda b, r: r.record(b, ""),
+            body=body,
+            idempotent=False,
+            creates="record",
+        )
+
+    def get_record(self, record_id: str) -> Record:
+        path = f"{RECORDS}/{parse_uuid(record_id)}"
+        return self._parse("GET", path, lambda b, r: r.record(b, ""))
+
+    def put_payload(self, record_id: str, payload: dict[str, Any]) -> None:
+        """Replace the whole payload (204: the new updated_at is not returned)."""
+        path = f"{RECORDS}/{parse_uuid(record_id)}/payload"
+        self._send("PUT", path, body={"payload": _check_object(payload, "payload")})
+
+    def put_properties(self, record_id: str, properties: dict[str, Any]) -> None:
+        """Replace the whole properties map (204)."""
+        path = f"{RECORDS}/{parse_uuid(record_id)}/properties"
+        self._send("PUT", path, body={"properties": _check_object(properties, "properties")})
+
+    def delete_record(self, record_id: str) -> None:
+        """A retried delete that the server had already applied answers 404
+        (NotFoundError): callers should treat 404 on delete as done."""
+        self._send("DELETE", f"{RECORDS}/{parse_uuid(record_id)}")
+
+    def bulk_delete(self, record_ids: Sequence[str]) -> None:
+        if isinstance(record_ids, (str, bytes)):
+            raise UsageError("bulk_delete takes a list of record ids, not one string")
+        ids = [parse_uuid(i) for i in record_ids]
+        if not 1 <= len(ids) <= BULK_DELETE_MAX:
+            raise UsageError(f"bulk_delete takes 1 to {BULK_DELETE_MAX} record ids, not {len(ids)}")
+        self._send("POST", f"{RECORDS}/bulk-delete", body={"dataset_record_ids": ids})
+
+    def judge_record(self, record_id: str, judge_definition: dict[str, Any]) -> JudgeOutput:
+        path = f"{RECORDS}/{parse_uuid(record_id)}/live-judging"
+        body = {"judge_definition": _check_object(judge_definition, "judge_definition")}
+        return self._parse("POST", path, _judge_output, body=body)
+
+    # -- imports, exports, tasks ---------------------------------------------------------
+
+    def import_from_campaign(self, dataset_id: str, campaign_id: str) -> dict[str, Any]:
+        body = {"campaign_id": parse_uuid(campaign_id, what="campaign id")}
+        return self._import(dataset_id, "from-campaign", body)
+
+    def import_from_explorer(
+        self, dataset_id: str, completion_event_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        ids = _strings(completion_event_ids, "completion_event_ids", 0, 500)
+        return self._import(dataset_id, "from-explorer", {"completion_event_ids": ids})
+
+    def import_from_file(self, dataset_id: str, file_id: str) -> dict[str, Any]:
+        if not isinstance(file_id, str) or not file_id.strip():
+            raise UsageError("file_id must be a non-empty string")
+        return self._import(dataset_id, "from-file", {"file_id": file_id})
+
+    def import_from_playground(
+        self, dataset_id: str, conversation_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        ids = _strings(conversation_ids, "conversation_ids", 0, None)
+        return self._import(dataset_id, "from-playground", {"conversation_ids": ids})
+
+    def import_from_dataset(
+        self, dataset_id: str, dataset_record_ids: Sequence[str]
+    ) -> dict[str, Any]:
+        ids = [parse_uuid(i) for i in _strings(dataset_record_ids, "dataset_record_ids", 1, 10000)]
+        return self._import(dataset_id, "from-dataset", {"dataset_record_ids": ids})
+
+    def _import(self, dataset_id: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}/imports/{kind}"
+        return self._parse(
+            "POST", path, lambda b, r: r.task(b, ""), body=body, idempotent=False, creates="import"
+        )
+
+    def list_tasks(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Every import task of the dataset (all pages)."""
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}/tasks"
+        tasks: dict[str, dict[str, Any]] = {}
+        for results, reader, field in self._walk(path, "tasks", {}):
+            for index, item in enumerate(results):
+                try:
+                    task = reader.task(item, f"{field}[{index}]")
+                except ProtocolError as exc:
+                    raise self._protocol(exc) from None
+                tasks.setdefault(task["id"], task)
+        return list(tasks.values())
+
+    def get_task(self, dataset_id: str, task_id: str) -> dict[str, Any]:
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}/tasks/{parse_uuid(task_id, what='task id')}"
+        return self._parse("GET", path, lambda b, r: r.task(b, ""))
+
+    def export_to_jsonl(self, dataset_id: str) -> str:
+        """A presigned URL to a JSONL file of the dataset."""
+        path = f"{DATASETS}/{_dataset_ref(dataset_id)}/exports/to-jsonl"
+        return self._parse("GET", path, lambda b, r: r.string(r.obj(b, ""), "file_url", ""))
+
+    def _walk(
+        self, path: str, key: str, params: dict[str, Any]
+    ) -> Iterator[tuple[list[Any], _Reader, str]]:
+        """Sequential pages of a small listing (datasets, tasks): yields
+        (results, reader, field) until a short or empty page."""
+        page, cap = 1, None
+        while True:
+            body, reader, response = self._json(
+                "GET", path, params={**params, "page": page, "page_size": MAX_PAGE_SIZE}
+            )
+            try:
+                envelope, results, count = reader.paginated(body, key)
+                check_next_link(envelope.get("next"), response.request.url, page)
+            except ProtocolError as exc:
+                raise self._protocol(exc) from None
+            yield results, reader, f"{key}.results"
+            if cap is None:
+                cap = math.ceil(count / MAX_PAGE_SIZE) + 1000
+            if len(results) < MAX_PAGE_SIZE:
+                return
+            page += 1
+            if page > cap:
+                raise ProtocolError(f"{path} still had full pages after page {cap}: giving up")
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        parse_uuid(value)
+    except UsageError:
+        return False
+    return True
+
+
+def _check_page(page: int, page_size: int) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise UsageError(f"page must be an int >= 1, not {page!r}")
+    if (
+        isinstance(page_size, bool)
+        or not isinstance(page_size, int)
+        or not 1 <= page_size <= MAX_PAGE_SIZE
+    ):
+        raise UsageError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size!r}")
+
+
+def _strings(values: Sequence[str], what: str, low: int, high: int | None) -> list[str]:
+    if isinstance(values, (str, bytes)) or not all(isinstance(v, str) for v in values):
+        raise UsageError(f"{what} must be a list of strings")
+    items = list(values)
+    if len(items) < low or (high is not None and len(items) > high):
+        raise UsageError(f"{what} takes {low} to {high or 'any number of'} ids, not {len(items)}")
+    return items
+
+
+def _judge_output(body: Any, reader: _Reader) -> JudgeOutput:
+    obj = reader.obj(body, "")
+    answer = reader.get(obj, "answer", "")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise reader.fail("answer", f"is {short(answer, 40)}, expected a string or a number")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise reader.fail("answer", "is not a finite number")
+    return JudgeOutput(
+        answer=answer if isinstance(answer, str) else float(answer),
+        analysis=reader.string(obj, "analysis", ""),
+    )
