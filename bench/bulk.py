@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 from run import KEY, Emulator, _sdk_ids, cli, sdk_client  # noqa: E402
 
-from localstore.api._client import Client  # noqa: E402
+from localstore.api import Client  # noqa: E402
 from localstore.ops.queries import run_sql  # noqa: E402
 from localstore.store.db import Store  # noqa: E402
 from localstore.sync.pull import pull  # noqa: E402

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops import edits
 from localstore.store.db import Store
 from localstore.sync.pull import pull

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops.search import search
 from localstore.store.db import MIGRATIONS, Store
 from localstore.store.jsontext import canonical

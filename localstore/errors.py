@@ -63,7 +63,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 class ApiError(LocalstoreError):
-    """Base class for failures talking to the API."""
+    """Base class for failures talking to the API.
+
+    ``outcome_unknown`` is True when a failed write (POST/PUT/PATCH/DELETE) may
+    nevertheless have been applied by the server: a timeout or reset after the request
+    was sent, a 408 or 5xx answer, or a success answer that could not be read. The
+    caller must reconcile (list or GET) before sending it again."""
+
+    outcome_unknown: bool = False
+
+    def __init__(self, message: str = "", *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class TransportError(ApiError):
@@ -87,6 +98,7 @@ class HTTPStatusError(ApiError):
         method: str = "",
         path: str = "",
         retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         self.status = status
         self.message = message
@@ -96,7 +108,7 @@ class HTTPStatusError(ApiError):
         self.retry_after = retry_after
         where = f" on {method} {path}" if method else ""
         code = f" [{error_code}]" if error_code else ""
-        super().__init__(f"server answered {status}{where}: {message}{code}")
+        super().__init__(f"server answered {status}{where}: {message}{code}", outcome_unknown=outcome_unknown)
 
 
 class AuthenticationError(HTTPStatusError):
@@ -131,8 +143,10 @@ def status_error(
     method: str = "",
     path: str = "",
     retry_after: float | None = None,
+    write: bool = False,
 ) -> HTTPStatusError:
-    """Build the most specific HTTPStatusError subclass for ``status``."""
+    """Build the most specific HTTPStatusError subclass for ``status``; for a ``write``,
+    a 408 or 5xx leaves its outcome unknown."""
     cls: type[HTTPStatusError]
     if status in (401, 403):
         cls = AuthenticationError
@@ -147,5 +161,17 @@ def status_error(
     else:
         cls = HTTPStatusError
     return cls(
-        status, message, error_code, method=method, path=path, retry_after=retry_after
+        status,
+        message,
+        error_code,
+        method=method,
+        path=path,
+        retry_after=retry_after,
+        outcome_unknown=write and (status == 408 or status >= 500),
     )
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether ``exc`` is an API failure whose write may have been applied anyway (see
+    ``ApiError.outcome_unknown``)."""
+    return isinstance(exc, ApiError) and exc.outcome_unknown

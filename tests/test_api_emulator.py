@@ -17,7 +17,7 @@ import httpx
 import pytest
 from openapi_contract import SPEC_PATH, Contract
 
-from localstore.api._client import Client, JudgeOutput, Record, RetryPolicy, outcome_unknown
+from localstore.api import Client, JudgeOutput, Record, RetryPolicy, outcome_unknown
 from localstore.errors import (
     AuthenticationError,
     NotFoundError,

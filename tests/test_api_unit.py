@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from openapi_contract import SPEC_PATH, Contract
 
 from localstore import __version__
-from localstore.api._client import (
+from localstore.api import (
     DEFAULT_SERVER_URL,
     Client,
     Dataset,

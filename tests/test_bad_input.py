@@ -67,7 +67,7 @@ from test_cli_errors import (
     record_body,
 )
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.store.db import Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer, seed_dataset

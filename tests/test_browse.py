@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops import edits
 from localstore.store.db import Store
 from localstore.sync.pull import pull

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.store.db import Store
 from localstore.store.jsontext import canonical
 from localstore.sync.pull import pull

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.store.db import SCHEMA_VERSION, Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.core.timestamps import normalize_ts
 from localstore.store.db import Store
 from localstore.sync.pull import pull

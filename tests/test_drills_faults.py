@@ -27,7 +27,7 @@ from conftest import DrillFigures
 from fault_proxy import ALL_KINDS, FaultProxy, ProxyStats, creates_only
 from test_scenario_cli import Content, Intent, content, content_key, integrity, local_records
 
-from localstore.api._client import Client, RetryPolicy
+from localstore.api import Client, RetryPolicy
 from localstore.ops import edits
 from localstore.ops import queries as views
 from localstore.store.db import Store

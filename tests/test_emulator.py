@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore_emulator import EmulatorError, EmulatorServer, RefusedHost, EmulatorState, seed_dataset
+from localstore_emulator import (
+    EmulatorError,
+    EmulatorServer,
+    EmulatorState,
+    RefusedHost,
+    seed_dataset,
+)
 from localstore_emulator.seed import make_record
 
 DS = "/v1/observability/datasets"

@@ -22,16 +22,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from localstore.api._client import Client
-from localstore.api._retry import RetryPolicy
+from localstore import files
+from localstore.api import Client, RetryPolicy
+from localstore.core.jsonvalue import pretty
 from localstore.errors import UsageError
-from localstore.files import checkout as files
 from localstore.files.fs import MANIFEST_NAME, OBJECTS_NAME, FileProblem, parse_record
 from localstore.ops import queries as views
 from localstore.ops.edits import edit_record
 from localstore.ops.resolve import resolve
 from localstore.store.db import Store
-from localstore.store.jsontext import pretty
 from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer

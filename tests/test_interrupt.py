@@ -28,7 +28,7 @@ import pytest
 from ptyrun import run_in_pty
 from support.cli import EXIT_OK, Cli, content, content_counts, content_key, server_records
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.errors import Interrupted
 from localstore.ops import edits
 from localstore.store.db import Store

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from localstore.api._client import Client, RetryPolicy
+from localstore.api import Client, RetryPolicy
 from localstore.errors import NotFoundLocally, TransportError, UsageError
 from localstore.ops import edits
 from localstore.ops.judge import (

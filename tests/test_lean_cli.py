@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops import edits
 from localstore.store.db import Store
 from localstore.sync.pull import pull

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from localstore.errors import LocalstoreError
 from localstore.store import ledger, ledger_bulk
-from localstore.store.db import _split_sql, schema_sql, set_mirror_content, upsert_mirror_rows
+from localstore.store.db import _split_sql, schema_sql
+from localstore.store.mirror import set_mirror_content, upsert_mirror_rows
 
 DATASETS = ["00000000-0000-4000-8000-00000000d001", "00000000-0000-4000-8000-00000000d002"]
 UNKNOWN_DATASET = "00000000-0000-4000-8000-00000000dfff"

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from localstore.core.jsonvalue import json_equal
 from localstore.core.merge import (
     DELETE_VS_EDIT,
     EDIT_VS_DELETE,
@@ -23,7 +24,6 @@ from localstore.core.merge import (
     property_part,
     rebase_local,
 )
-from localstore.store.jsontext import json_equal
 
 BASE_PAYLOAD = {"messages": [{"role": "user", "content": "base"}]}
 PAYLOADS = {

@@ -816,7 +816,7 @@ def test_edit_to_a_create_the_sync_is_about_to_post_is_not_lost(
     another process: the CLI) is slotted in right before the transaction that marks the
     creates in flight begins."""
     import localstore.sync.run
-    from localstore.api._client import Client
+    from localstore.api import Client
     from localstore.store import ledger
 
     dataset_id = dataset(3)

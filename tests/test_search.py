@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore.api._client import Client
-from localstore.api._decode import Record
+from localstore.api import Client
+from localstore.core.record import Record
 from localstore.errors import UsageError
 from localstore.ops import edits
 from localstore.ops import queries as views

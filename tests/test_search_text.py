@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.core.search_text import message_docs
 from localstore.ops.search import catch_up
 from localstore.store.db import Store

@@ -47,7 +47,7 @@ from test_cli_errors import (
 )
 from test_files import wait_until
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.cli import cli
 from localstore.errors import LocalstoreError, UsageError
 from localstore.ops import edits

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from localstore.api._client import Record
+from localstore.core.record import Record
 from localstore.errors import StoreError, SyncInProgressError, UsageError
 from localstore.ops.queries import run_sql
 from localstore.store import db as store_module

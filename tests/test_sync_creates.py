@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from localstore.api._client import Client
-from localstore.api._pagination import ListingIterator
+from localstore.api import Client, ListingIterator
 from localstore.ops import edits
 from localstore.store import ledger
 from localstore.store.db import Store

@@ -51,9 +51,9 @@ from hypothesis.stateful import (
 )
 from support.serverlog import EXISTS, GONE, MISSING, ServerLog, Write, key_part
 
-from localstore.api._client import Client, RetryPolicy
+from localstore import files
+from localstore.api import Client, RetryPolicy
 from localstore.errors import LocalstoreError
-from localstore.files import checkout as files
 from localstore.files.fs import Manifest, canonical_uuid
 from localstore.ops import edits
 from localstore.ops.resolve import resolve

@@ -34,7 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops import edits
 from localstore.ops import queries as views
 from localstore.ops.resolve import resolve

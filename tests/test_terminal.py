@@ -22,7 +22,7 @@ import click
 import pytest
 from ptyrun import run_in_pty, strip_ansi
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.cli import cli
 from localstore.cli.ids import complete_ids
 from localstore.errors import UsageError

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from ptyrun import run_in_pty, strip_ansi
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.ops import edits
 from localstore.store.db import Store
 from localstore.sync.pull import pull

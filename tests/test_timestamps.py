@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localstore.api._client import Client
-from localstore.api._decode import _Reader, _record_fast
+from localstore.api import Client
+from localstore.api._decode import Reader, _record_fast
 from localstore.core import timestamps as timeutil
 from localstore.core.timestamps import fast_ts, format_ts, normalize_ts, parse_ts
 from localstore.errors import ProtocolError
@@ -60,7 +60,7 @@ def test_each_form_is_read_on_the_fast_path(form: str, no_slow_path: None) -> No
     fast = _record_fast(body)
     assert fast is not None, f"the {form} form fell off the fast path"
     assert (fast.created_at, fast.updated_at) == (CANONICAL, CANONICAL)
-    assert _Reader("test").record(body, "record").updated_at == CANONICAL
+    assert Reader("test").record(body, "record").updated_at == CANONICAL
     assert normalize_ts(stamp) == CANONICAL
     with pytest.raises(AssertionError, match="slow path"):  # the fixture does refuse it
         normalize_ts("2025-10-07T22:56:01.974+02:00")

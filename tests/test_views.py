@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localstore.api._decode import Record
+from localstore.core.record import Record
 from localstore.ops import edits
 from localstore.ops import queries as views
 from localstore.store.db import Store

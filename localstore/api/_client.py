@@ -28,21 +28,17 @@ from typing import Any
 
 import httpx
 
-from localstore import __version__
 from localstore.api._decode import (
-    Dataset,
-    JudgeOutput,
     NotUnicodeError,
-    Record,
-    RecordPage,
-    _content_type,
-    _decode_json,
-    _error_message,
-    _one_line,
-    _Reader,
-    outcome_unknown,
+    Reader,
+    content_type,
+    decode_json,
+    error_message,
+    one_line,
+    short,
 )
-from localstore.api._pagination import Listing, ListingIterator, check_next_link, short
+from localstore.api._models import Dataset, JudgeOutput, Record, RecordPage
+from localstore.api._pagination import Listing, ListingIterator, check_next_link
 from localstore.api._retry import (
     RETRYABLE_STATUSES,
     AttemptFailed,
@@ -57,8 +53,10 @@ from localstore.errors import (
     ProtocolError,
     TransportError,
     UsageError,
+    outcome_unknown,
     status_error,
 )
+from localstore.version import __version__
 
 __all__ = [
     "DEFAULT_SERVER_URL",
@@ -237,7 +235,7 @@ class Client:
 
     def _scrub(self, text: str) -> str:
         """``text`` without the key, nor a prefix of it cut short by "..." (``short``,
-        ``_one_line``) where a server echoed the key into a long value."""
+        ``one_line``) where a server echoed the key into a long value."""
         key = self._secret.value
         if not key:
             return text
@@ -277,7 +275,7 @@ class Client:
                 content = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
             except (TypeError, ValueError) as exc:
                 raise UsageError(
-                    f"the request body is not JSON: {_one_line(str(exc), 120)}"
+                    f"the request body is not JSON: {one_line(str(exc), 120)}"
                 ) from None
             headers = {"Content-Type": "application/json"}
         where = f"{method} {path}"
@@ -309,7 +307,7 @@ class Client:
                         # transport trouble, or a body that did not arrive intact
                         raise AttemptFailed(exc) from None
                     if response.status_code >= 400:
-                        message, code = _error_message(response)
+                        message, code = error_message(response)
                         raise status_error(
                             response.status_code,
                             self._scrub(message),
@@ -317,32 +315,27 @@ class Client:
                             method=method,
                             path=path,
                             retry_after=parse_retry_after(response.headers.get("retry-after")),
+                            write=write,
                         )
         except AttemptFailed as failed:
-            error = self._transport_error(failed, where, attempts, creates)
-            error.outcome_unknown = write and not failed.not_sent  # type: ignore[attr-defined]
-            raise error from None
-        except HTTPStatusError as exc:
-            exc.outcome_unknown = write and (exc.status == 408 or exc.status >= 500)  # type: ignore[attr-defined]
-            raise
+            raise self._transport_error(failed, where, attempts, creates, write=write) from None
         if not 200 <= response.status_code < 300:
             where_to = response.headers.get("location", "")
-            error = ProtocolError(
+            raise ProtocolError(
                 self._scrub(
                     f"unexpected answer {response.status_code} {response.reason_phrase} to {where}"
                     + (
-                        f" (redirect to {_one_line(where_to, 100)}): check the server URL"
+                        f" (redirect to {one_line(where_to, 100)}): check the server URL"
                         if where_to
                         else ""
                     )
-                )
+                ),
+                outcome_unknown=write,
             )
-            error.outcome_unknown = write  # type: ignore[attr-defined]
-            raise error
         return response
 
     def _transport_error(
-        self, failed: AttemptFailed, where: str, attempts: int, creates: str | None
+        self, failed: AttemptFailed, where: str, attempts: int, creates: str | None, *, write: bool
     ) -> TransportError:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         reason = describe_transport_error(failed.error)
@@ -352,28 +345,27 @@ class Client:
             text = f"{where} on {self.origin} failed ({reason}) after {tries}"
             if creates:
                 text += f"; the {creates} may have been created: check before sending it again"
-        return TransportError(self._scrub(text))
+        return TransportError(self._scrub(text), outcome_unknown=write and not failed.not_sent)
 
-    def _json(self, method: str, path: str, **kw: Any) -> tuple[Any, _Reader, httpx.Response]:
+    def _json(self, method: str, path: str, **kw: Any) -> tuple[Any, Reader, httpx.Response]:
         response = self._send(method, path, **kw)
         where = f"{method} {path}"
         try:
-            body = _decode_json(response)
+            body = decode_json(response)
         except NotUnicodeError as exc:
-            error = ProtocolError(f"malformed answer to {where}: {exc}")
-            error.outcome_unknown = method != "GET"  # type: ignore[attr-defined]
-            raise error from None
+            raise ProtocolError(
+                f"malformed answer to {where}: {exc}", outcome_unknown=method != "GET"
+            ) from None
         except ValueError:
-            kind = self._scrub(_content_type(response))
-            error = ProtocolError(
-                f"server answered {response.status_code} to {where} with a non-JSON body ({kind})"
-            )
-            error.outcome_unknown = method != "GET"  # type: ignore[attr-defined]
-            raise error from None
-        return body, _Reader(where), response
+            kind = self._scrub(content_type(response))
+            raise ProtocolError(
+                f"server answered {response.status_code} to {where} with a non-JSON body ({kind})",
+                outcome_unknown=method != "GET",
+            ) from None
+        return body, Reader(where), response
 
     def _parse(
-        self, method: str, path: str, parse: Callable[[Any, _Reader], Any], **kw: Any
+        self, method: str, path: str, parse: Callable[[Any, Reader], Any], **kw: Any
     ) -> Any:
         body, reader, _ = self._json(method, path, **kw)
         try:
@@ -383,9 +375,7 @@ class Client:
 
     def _protocol(self, exc: ProtocolError, *, write: bool = False) -> ProtocolError:
         """The same error, scrubbed of the key, tagged for outcome_unknown."""
-        error = ProtocolError(self._scrub(str(exc)))
-        error.outcome_unknown = write  # type: ignore[attr-defined]
-        return error
+        return ProtocolError(self._scrub(str(exc)), outcome_unknown=write)
 
     # -- datasets --------------------------------------------------------------------
 
@@ -608,7 +598,7 @@ class Client:
 
     def _walk(
         self, path: str, key: str, params: dict[str, Any]
-    ) -> Iterator[tuple[list[Any], _Reader, str]]:
+    ) -> Iterator[tuple[list[Any], Reader, str]]:
         """Sequential pages of a small listing (datasets, tasks): yields
         (results, reader, field) until a short or empty page."""
         page, cap = 1, None
@@ -659,7 +649,7 @@ def _strings(values: Sequence[str], what: str, low: int, high: int | None) -> li
     return items
 
 
-def _judge_output(body: Any, reader: _Reader) -> JudgeOutput:
+def _judge_output(body: Any, reader: Reader) -> JudgeOutput:
     obj = reader.obj(body, "")
     answer = reader.get(obj, "answer", "")
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):

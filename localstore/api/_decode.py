@@ -5,73 +5,24 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
-from localstore.api._pagination import short
+from localstore.api._models import Dataset, Record
 from localstore.core.ids import parse_uuid
 from localstore.core.timestamps import fast_ts, normalize_ts
 from localstore.errors import ProtocolError, UsageError
 
-# -- models --------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Record:
-    """A record as the server sent it (timestamps normalized). Not frozen: pages of
-    them are built by the thousand, and a frozen dataclass costs three times as much."""
-
-    id: str
-    dataset_id: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-    source: str
-    payload: dict[str, Any]
-    properties: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    id: str
-    name: str
-    description: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-    slug: str | None
-    owner_id: str
-    workspace_id: str
-
-
-@dataclass(frozen=True)
-class RecordPage:
-    page: int
-    page_size: int
-    count: int
-    records: list[Record]
-    next: str | None
-    previous: str | None
-
-
-@dataclass(frozen=True)
-class JudgeOutput:
-    answer: str | float
-    analysis: str
-
-
-def outcome_unknown(exc: BaseException) -> bool:
-    """True when a failed write (POST/PUT/PATCH/DELETE) may nevertheless have been
-    applied by the server: a timeout or reset after the request was sent, a 408
-    or 5xx answer, or a success answer that could not be read. The caller must
-    reconcile (e.g. list or GET) before sending it again."""
-    return bool(getattr(exc, "outcome_unknown", False))
-
-
 # -- reading answers -----------------------------------------------------------
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -98,7 +49,7 @@ def _record_fast(value: Any) -> Record | None:
 
 
 
-class _Reader:
+class Reader:
     """Reads one JSON answer; every ProtocolError names the endpoint and the field."""
 
     def __init__(self, where: str) -> None:
@@ -214,7 +165,7 @@ def _join(field: str, key: str) -> str:
     return f"{field}.{key}" if field else key
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def one_line(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
@@ -223,7 +174,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _decode_json(response: httpx.Response) -> Any:
+def decode_json(response: httpx.Response) -> Any:
     """The body as JSON; ValueError when it is not (NaN/Infinity included). orjson parses
     pages faster; the standard library takes what orjson refuses but JSON allows
     (integers past 64 bits)."""
@@ -247,30 +198,30 @@ class NotUnicodeError(ValueError):
     """Valid JSON syntax, but text that cannot be stored as UTF-8."""
 
 
-def _content_type(response: httpx.Response) -> str:
+def content_type(response: httpx.Response) -> str:
     kind = response.headers.get("content-type", "").split(";")[0].strip()
     return kind or "no content type"
 
 
-def _error_message(response: httpx.Response) -> tuple[str, str | None]:
+def error_message(response: httpx.Response) -> tuple[str, str | None]:
     """(message, error_code) from an error answer, whatever its shape."""
     reason = response.reason_phrase or "error"
     if not response.content.strip():
         return f"{reason} (empty body)", None
     try:
-        body = _decode_json(response)
+        body = decode_json(response)
     except ValueError:
-        return f"{reason}, with a non-JSON body ({_content_type(response)})", None
+        return f"{reason}, with a non-JSON body ({content_type(response)})", None
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, dict):
         message = detail.get("message")
         code = detail.get("error_code")
         return (
-            _one_line(message) if isinstance(message, str) and message.strip() else reason,
+            one_line(message) if isinstance(message, str) and message.strip() else reason,
             code if isinstance(code, str) else None,
         )
     if isinstance(detail, str) and detail.strip():
-        return _one_line(detail), None
+        return one_line(detail), None
     if isinstance(detail, list) and detail:
         parts = []
         for item in detail[:5]:
@@ -280,7 +231,7 @@ def _error_message(response: httpx.Response) -> tuple[str, str | None]:
                 parts.append(f"{where}: {item['msg']}" if where else item["msg"])
             else:
                 parts.append(short(item, 60))
-        return _one_line("; ".join(parts)), None
+        return one_line("; ".join(parts)), None
     if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"].strip():
-        return _one_line(body["message"]), None
+        return one_line(body["message"]), None
     return reason, None

@@ -15,14 +15,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from localstore.api._decode import short
+from localstore.api._models import RecordPage
 from localstore.errors import ProtocolError
-
-if TYPE_CHECKING:
-    from localstore.api._decode import RecordPage
 
 # pages tried past the expected last one before the listing is declared broken
 EXTRA_PAGES_CAP = 1000
@@ -48,11 +46,6 @@ class Listing:
     failed: bool = False
     problems: list[str] = field(default_factory=list)
     record_ids: frozenset[str] = field(default=frozenset(), repr=False)
-
-
-def short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_next_link(next_link: object, request_url: httpx.URL, page: int) -> None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from localstore import __version__
 from localstore.cli.ids import DATASET_ID, RECORD_ID
 from localstore.cli.output import (
     emit_json,
@@ -26,9 +25,10 @@ from localstore.cli.output import (
     stdout_is_terminal,
 )
 from localstore.errors import Interrupted, LocalstoreError, UsageError
+from localstore.version import __version__
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client
+    from localstore.api import Client
     from localstore.store.db import Store
     from localstore.sync.run import SyncReport
 
@@ -50,7 +50,7 @@ class Context:
         return self._store
 
     def client(self, **kw: Any) -> Client:
-        from localstore.api._client import API_KEY_ENV, Client
+        from localstore.api import API_KEY_ENV, Client
 
         if not (os.environ.get(API_KEY_ENV) or "").strip():
             raise UsageError(

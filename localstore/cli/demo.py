@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from localstore.api._client import Client
+from localstore.api import Client
 from localstore.cli.output import emit_table
 from localstore.ops import edits
 from localstore.ops import queries as views

@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from localstore.core.jsonvalue import pretty
 from localstore.errors import LocalstoreError, UsageError
 from localstore.ops.edits import EditResult, edit_record, parse_json_object_text, validate_object
 from localstore.ops.queries import get_record
 from localstore.store.db import Store
-from localstore.store.jsontext import pretty
 
 
 def parse_buffer(text: str, what: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Commands `checkout` and `watch`: records as files (see localstore.files.checkout)."""
+"""Commands `checkout` and `watch`: records as files (see localstore.files)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 from localstore.cli.ids import DATASET_ID
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client
+    from localstore.api import Client
     from localstore.cli.app import Context
 
 
@@ -30,7 +30,7 @@ def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool
       localstore checkout ~/records && localstore watch ~/records
     """
     from localstore.cli.output import emit_json
-    from localstore.files.checkout import checkout as run_checkout
+    from localstore.files import checkout as run_checkout
 
     report = run_checkout(obj.store, directory, dataset_id)
     if as_json:
@@ -48,7 +48,7 @@ def checkout(obj: Context, directory: str, dataset_id: str | None, as_json: bool
 
 
 def _client_factory(obj: Context) -> Any:
-    from localstore.api._retry import RetryPolicy
+    from localstore.api import RetryPolicy
 
     def make() -> Client:
         # a short retry budget: the next tick is the real retry
@@ -79,7 +79,7 @@ def watch(obj: Context, directory: str, sync_every: float | None, grace: float) 
     Example:
       localstore watch ~/records --sync-every 30
     """
-    from localstore.files.checkout import watch as run_watch
+    from localstore.files import watch as run_watch
 
     factory = _client_factory(obj) if sync_every else None
     stop = threading.Event()

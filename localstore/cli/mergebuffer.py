@@ -24,13 +24,13 @@ import re
 from typing import Any
 
 from localstore.cli.editbuffer import keep_buffer
+from localstore.core.jsonvalue import pretty
 from localstore.core.merge import MISSING, PAYLOAD, property_key, property_part
 from localstore.errors import LocalstoreError, UsageError
 from localstore.ops.edits import parse_json_object_text
 from localstore.ops.queries import conflict_list
 from localstore.ops.resolve import Resolution, resolve_conflict
 from localstore.store.db import Store
-from localstore.store.jsontext import pretty
 
 MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
 _TRAILING_COMMA = re.compile(r'"(?:[^"\\]|\\.)*"|,(?=\s*[}\]])')

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from localstore.store.jsontext import json_equal
+from localstore.core.jsonvalue import json_equal
 
 # Conflict part names are JSON Pointers (RFC 6901) into {"payload": …, "properties": …},
 # so any key names exactly one part: "/properties/a.b", "/properties/a~1b" (key "a/b"),

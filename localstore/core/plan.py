@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from localstore.core.jsonvalue import json_equal
 from localstore.core.merge import Content, MergeResult, merge
-from localstore.store.jsontext import json_equal
 
 WorkKind = Literal["create", "edit", "delete"]
 

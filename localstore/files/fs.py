@@ -27,8 +27,9 @@ from json.decoder import scanstring
 from pathlib import Path
 from typing import Any
 
+from localstore.core.jsonvalue import pretty
 from localstore.errors import UsageError
-from localstore.store.jsontext import canonical, pretty
+from localstore.store.jsontext import canonical
 
 MANIFEST_NAME = ".localstore-checkout.json"
 LOCK_NAME = ".localstore-checkout.lock"

@@ -1,4 +1,4 @@
-"""Store → files: write the store's records into a checkout folder (localstore.files.checkout).
+"""Store → files: write the store's records into a checkout folder (localstore.files.checkout_dir).
 
 Creates follow ``id_map`` to their server ids (the file is renamed), files of records
 that changed are rewritten, files of records gone are removed and conflict files kept in
@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localstore.core.jsonvalue import pretty
 from localstore.files.fs import (
     Entry,
     Unsafe,
@@ -27,10 +28,9 @@ from localstore.files.fs import (
 )
 from localstore.ops.edits import resolve_record_id
 from localstore.ops.queries import conflict_list
-from localstore.store.jsontext import pretty
 
 if TYPE_CHECKING:
-    from localstore.files.checkout import Checkout
+    from localstore.files.checkout_dir import Checkout
 
 
 @dataclass

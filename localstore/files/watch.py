@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localstore.errors import LocalstoreError, SyncInProgressError, UsageError
-from localstore.files.checkout import Checkout, CheckoutReport, Outcome
+from localstore.files.checkout_dir import Checkout, CheckoutReport, Outcome
 from localstore.files.fs import CONFLICT_SUFFIX
 from localstore.store.db import Store
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client
+    from localstore.api import Client
 
 
 GRACE = 2.0  # seconds a removed file may stay away before its delete is queued

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from localstore.core.ids import parse_uuid
+from localstore.core.jsonvalue import pretty
 from localstore.errors import UsageError
 from localstore.store import ledger
 from localstore.store.db import Store
-from localstore.store.jsontext import pretty
 from localstore.store.ledger import DeleteResult
 
 

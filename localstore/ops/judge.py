@@ -41,8 +41,8 @@ from localstore.store.db import Store
 from localstore.sync.bounded import bounded
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client, JudgeOutput
-    from localstore.api._decode import Record
+    from localstore.api import Client, JudgeOutput
+    from localstore.core.record import Record
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -372,7 +372,7 @@ class _Run:
 
     def flush(self) -> None:
         if self.batch or self.newer:
-            from localstore.store.db import upsert_mirror_rows
+            from localstore.store.mirror import upsert_mirror_rows
 
             with self.store.transaction() as conn:
                 upsert_mirror_rows(conn, self.newer)  # as a pull would have

@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.ids import parse_uuid
+from localstore.core.jsonvalue import json_equal, pretty
 from localstore.core.merge import MISSING, PAYLOAD, property_key, property_part
 from localstore.errors import NotFoundLocally, UsageError
 from localstore.ops.edits import resolve_record_id
+from localstore.ops.sqltext import first_word, looks_like_write
 from localstore.store.db import Store, connect_readonly
-from localstore.store.jsontext import json_equal, pretty
 
 if TYPE_CHECKING:
     from localstore.store.ledger_bulk import Queued
@@ -313,28 +314,6 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-_WRITE_VERBS = {
-    "insert", "update", "delete", "replace", "create", "drop", "alter",
-    "attach", "detach", "vacuum", "reindex", "analyze", "begin", "commit", "savepoint",
-}
-
-
-def _first_word(sql: str) -> str:
-    words = [line.split("--")[0] for line in sql.strip().splitlines()]
-    tokens = " ".join(words).replace("(", " ").split()
-    return tokens[0].lower() if tokens else ""
-
-
-def _looks_like_write(sql: str) -> bool:
-    """A first-word check, only to give a clear message: the read-only connection is what
-    actually prevents writes (``WITH … DELETE`` and friends still hit it)."""
-    words = [line.split("--")[0] for line in sql.strip().splitlines()]
-    tokens = " ".join(words).replace("(", " ").split()
-    return bool(tokens) and (
-        tokens[0].lower() in _WRITE_VERBS or (tokens[0].lower() == "pragma" and "=" in sql)
-    )
-
-
 READONLY_HINT = "`localstore sql` is read-only unless you pass --write"
 
 
@@ -358,7 +337,7 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
 
         done = run_write(store, sql, params)
         return QueryResult(done.columns, done.rows, done.queued)
-    if _looks_like_write(sql):
+    if looks_like_write(sql):
         raise UsageError(f"{READONLY_HINT}; nothing was changed")
     conn = connect_readonly(store.path)
     try:
@@ -368,7 +347,7 @@ def run_sql(store: Store, sql: str, params: tuple[Any, ...] = (), *, write: bool
         message = str(exc)
         if "readonly" in message or "read-only" in message or "because it is a view" in message:
             raise UsageError(f"{READONLY_HINT} (SQLite: {message}); nothing was changed") from None
-        if message == "disk I/O error" and _first_word(sql) == "pragma":
+        if message == "disk I/O error" and first_word(sql) == "pragma":
             # e.g. `pragma journal_mode(delete)`: SQLite reports the read-only file this way
             raise UsageError(f"the store is opened read-only: {READONLY_HINT}; nothing was changed") from None
         raise UsageError(f"SQL error: {message}") from None

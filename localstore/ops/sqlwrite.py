@@ -26,6 +26,7 @@ from typing import Any
 
 from localstore.errors import UsageError
 from localstore.ops.edits import parse_json_object_text, validate_object
+from localstore.ops.sqltext import first_word_after_comments
 from localstore.store import ledger_bulk
 from localstore.store.db import Store, session_statements
 from localstore.store.jsontext import loads
@@ -109,7 +110,7 @@ class WriteResult:
 def run_write(store: Store, sql: str, params: tuple[Any, ...] = ()) -> WriteResult:
     """Run one statement with writes allowed through ``records`` only; what it wrote is
     queued by the change log's owner before the transaction commits."""
-    if _first_word(sql) == "reindex":  # rebuilds indexes without asking the authorizer
+    if first_word_after_comments(sql) == "reindex":  # rebuilds indexes without asking the authorizer
         raise UsageError(f"REINDEX is refused: {WRITABLE}; nothing was changed")
     conn = store.conn
     for statement in session_statements():
@@ -137,12 +138,6 @@ def run_write(store: Store, sql: str, params: tuple[Any, ...] = ()) -> WriteResu
         columns = [d[0] for d in cursor.description or ()]
         queued = apply(conn) if guard.wrote_records else None
     return WriteResult(columns, rows, queued)
-
-
-def _first_word(sql: str) -> str:
-    from localstore.ops.queries import _first_word as first_word
-
-    return first_word(re.sub(r"/\*.*?\*/", " ", sql, flags=re.DOTALL))
 
 
 # ------------------------------------------------------------------ the owner applies

@@ -1,5 +1,6 @@
 """The store: one SQLite file. Opening, creating (0600), migrating, locking and
-transactions live here, with the mirror and dataset writes that pull and sync share.
+transactions live here (the mirror's writes: ``localstore.store.mirror``; the schema's
+versions: ``localstore.store.migrations``).
 
 The store uses the standard library's sqlite3 directly: the command line must start
 fast, and SQLAlchemy alone costs a third of a second to import. ``localstore.store.models``
@@ -16,76 +17,18 @@ import sys
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from localstore.errors import StoreError, SyncInProgressError
-from localstore.store.jsontext import canonical
-from localstore.store.migrations import FTS_MIGRATION
+from localstore.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from localstore.store.mirror import upsert_mirror_rows
 
-SCHEMA_VERSION = 3
+if TYPE_CHECKING:
+    from localstore.core.record import Record
+
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "connect_readonly"]
+
 BUSY_TIMEOUT_MS = 10_000
-
-# Migrations from version N to N+1, applied in order inside one transaction each. They
-# change tables; views and triggers are derived and made anew from schema.sql after
-# each one (a migration that rebuilds a table drops the views that read it first).
-MIGRATIONS: dict[int, str] = {
-    # 1 -> 2: a base per part (payload, properties) instead of one per record; what a
-    # merged push actually sent; conflict parts named by JSON Pointer.
-    1: """
-DROP VIEW IF EXISTS records;
-DROP VIEW IF EXISTS messages;
-DROP VIEW IF EXISTS conflicts;
-CREATE TABLE working_v2 (
-    record_id          TEXT PRIMARY KEY,
-    dataset_id         TEXT NOT NULL REFERENCES datasets (id),
-    payload            TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
-    properties         TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
-    deleted            INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
-    is_create          INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
-    base_payload       TEXT,
-    base_payload_at    TEXT,
-    base_properties    TEXT,
-    base_properties_at TEXT,
-    state              TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
-    conflict_parts     TEXT,
-    detected_at        TEXT,
-    created_at         TEXT NOT NULL,
-    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL)),
-    CHECK (is_create = 1 OR (base_payload IS NOT NULL AND base_properties IS NOT NULL))
-);
-INSERT INTO working_v2
-SELECT record_id, dataset_id, payload, properties, deleted, is_create,
-       base_payload, base_updated_at, base_properties, base_updated_at, state,
-       (SELECT json_group_array(CASE
-                  WHEN p.value = 'payload' THEN '/payload'
-                  WHEN p.value LIKE 'properties.%'
-                  THEN '/properties/' || replace(replace(substr(p.value, 12), '~', '~0'), '/', '~1')
-                  ELSE p.value END)
-        FROM json_each(working.conflict_parts) AS p),
-       detected_at, created_at
-FROM working;
-DROP TABLE working;
-ALTER TABLE working_v2 RENAME TO working;
-CREATE INDEX working_by_dataset ON working (dataset_id);
-ALTER TABLE changes ADD COLUMN sent TEXT;
-""",
-    # 2 -> 3: the full-text search index (localstore.store.migrations)
-    2: FTS_MIGRATION,
-}
-
-
-class RecordLike(Protocol):
-    """What the mirror needs of a record (localstore.api._client.Record fits)."""
-
-    id: str
-    dataset_id: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-    source: str
-    payload: dict[str, Any]
-    properties: dict[str, Any]
-
 
 def default_db_path() -> Path:
     from platformdirs import user_data_dir
@@ -283,50 +226,9 @@ class Store:
 
     # ------------------------------------------------------------ mirror
 
-    def upsert_mirror(self, records: Iterable[RecordLike]) -> int:
+    def upsert_mirror(self, records: Iterable[Record]) -> int:
         """Write records as the server holds them; call inside a transaction."""
         return upsert_mirror_rows(self.conn, records)
-
-
-def set_mirror_content(
-    conn: sqlite3.Connection, rid: str, updated_at: str, payload: Any, properties: Any
-) -> None:
-    """The remote state a sync just read for a mirrored record (before writing to it)."""
-    conn.execute(
-        """UPDATE mirror SET updated_at = ?, payload = ?, properties = ?, deleted_at = NULL
-           WHERE id = ?""",
-        (updated_at, canonical(payload), canonical(properties), rid),
-    )
-
-
-def upsert_mirror_rows(conn: sqlite3.Connection, records: Iterable[RecordLike]) -> int:
-    """Write records as the server holds them; call inside a transaction."""
-    rows = [mirror_row(r) for r in records]
-    conn.executemany(MIRROR_UPSERT, rows)
-    return len(rows)
-
-
-MIRROR_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties"
-MIRROR_UPSERT = f"""
-INSERT INTO mirror ({MIRROR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    dataset_id = excluded.dataset_id, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
-    source = excluded.source, payload = excluded.payload, properties = excluded.properties
-"""
-
-
-def mirror_row(record: RecordLike) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.dataset_id,
-        record.created_at,
-        record.updated_at,
-        record.deleted_at,
-        record.source,
-        canonical(record.payload),
-        canonical(record.properties),
-    )
 
 
 def _connect(path: Path) -> sqlite3.Connection:

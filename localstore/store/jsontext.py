@@ -1,4 +1,5 @@
-"""JSON helpers shared by the store, merge and the CLI."""
+"""The JSON text the store keeps: compact, sorted, fast (orjson), and its parser.
+(Comparing and printing values: ``localstore.core.jsonvalue``.)"""
 
 from __future__ import annotations
 
@@ -40,28 +41,3 @@ def has_long_number(text: str | bytes) -> bool:
     """Whether ``text`` may hold an integer orjson would not parse exactly."""
     found = _LONG_NUMBER.search(text) if isinstance(text, str) else _LONG_NUMBER_BYTES.search(text)
     return found is not None
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON sees it: numbers compare as numbers (``1`` and ``1.0`` are the
-    same value), but ``1``, ``"1"`` and ``true`` all differ; key order does not matter."""
-    if canonical(a) == canonical(b):
-        return True
-    return _same_value(a, b)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b  # exact: 2**53 + 1 differs from 2.0**53
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
-    return type(a) is type(b) and a == b
-
-
-def pretty(value: Any) -> str:
-    """Stable, readable JSON for files, diffs and ``show``."""
-    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

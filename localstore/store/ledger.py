@@ -31,12 +31,13 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from localstore.core.ids import new_provisional_id
+from localstore.core.jsonvalue import json_equal
 from localstore.core.merge import Content
 from localstore.core.plan import Conflict, LocalWork, Remote, Settle, plan_record
 from localstore.core.timestamps import now_ts
 from localstore.errors import NotFoundLocally, UsageError
-from localstore.store.db import upsert_mirror_rows
-from localstore.store.jsontext import canonical, json_equal
+from localstore.store.jsontext import canonical
+from localstore.store.mirror import upsert_mirror_rows
 
 PARTS = ("payload", "properties")
 CREATE_UNCONFIRMED = "create-unconfirmed"  # the conflict of a create that may have landed

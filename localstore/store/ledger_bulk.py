@@ -15,7 +15,7 @@ Why a second module: a loop of per-record transitions costs ~10 statements per r
 (0.1 s per thousand); a curator's "label every record where…" touches 100,000. Here the
 intended rows go into a TEMP scratch table (``ledger_bulk_rows``, private to the
 connection and never in the file) and a fixed number of set-based statements apply them.
-Values are compared as ``ledger.edit`` compares them (:func:`localstore.store.jsontext.json_equal`):
+Values are compared as ``ledger.edit`` compares them (:func:`localstore.core.jsonvalue.json_equal`):
 a row whose value does not change queues nothing.
 
 Everything runs inside the caller's transaction; on an exception the caller rolls back.
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localstore.core.ids import new_provisional_id
+from localstore.core.jsonvalue import json_equal
 from localstore.core.timestamps import now_ts
 from localstore.errors import NotFoundLocally
 from localstore.store import ledger
-from localstore.store.jsontext import canonical, json_equal, loads
+from localstore.store.jsontext import canonical, loads
 
 PARTS = ("payload", "properties")
 CHUNK = 2000  # rows per executemany

@@ -1,4 +1,6 @@
-"""The full-text search index for a store made before it existed: the tables of the
+"""The schema's versions: ``SCHEMA_VERSION`` and the ``MIGRATIONS`` from each older one.
+
+The full-text search index (2 -> 3), for a store made before it existed: the tables of the
 "full-text search" section of schema.sql, filled from what the store holds.
 
 This is a migration: it stays as it is once released, even when schema.sql moves on.
@@ -67,3 +69,53 @@ SELECT record_id, dataset_id, idx, role, content FROM temp.fts_source WHERE cont
 INSERT INTO search_fts (search_fts) VALUES ('rebuild');
 DROP VIEW temp.fts_source;
 """
+
+SCHEMA_VERSION = 3
+
+# Migrations from version N to N+1, applied in order inside one transaction each. They
+# change tables; views and triggers are derived and made anew from schema.sql after
+# each one (a migration that rebuilds a table drops the views that read it first).
+MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: a base per part (payload, properties) instead of one per record; what a
+    # merged push actually sent; conflict parts named by JSON Pointer.
+    1: """
+DROP VIEW IF EXISTS records;
+DROP VIEW IF EXISTS messages;
+DROP VIEW IF EXISTS conflicts;
+CREATE TABLE working_v2 (
+    record_id          TEXT PRIMARY KEY,
+    dataset_id         TEXT NOT NULL REFERENCES datasets (id),
+    payload            TEXT CHECK (payload IS NULL OR json_type(payload) = 'object'),
+    properties         TEXT CHECK (properties IS NULL OR json_type(properties) = 'object'),
+    deleted            INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    is_create          INTEGER NOT NULL DEFAULT 0 CHECK (is_create IN (0, 1)),
+    base_payload       TEXT,
+    base_payload_at    TEXT,
+    base_properties    TEXT,
+    base_properties_at TEXT,
+    state              TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'conflict')),
+    conflict_parts     TEXT,
+    detected_at        TEXT,
+    created_at         TEXT NOT NULL,
+    CHECK (is_create = 0 OR (payload IS NOT NULL AND properties IS NOT NULL)),
+    CHECK (is_create = 1 OR (base_payload IS NOT NULL AND base_properties IS NOT NULL))
+);
+INSERT INTO working_v2
+SELECT record_id, dataset_id, payload, properties, deleted, is_create,
+       base_payload, base_updated_at, base_properties, base_updated_at, state,
+       (SELECT json_group_array(CASE
+                  WHEN p.value = 'payload' THEN '/payload'
+                  WHEN p.value LIKE 'properties.%'
+                  THEN '/properties/' || replace(replace(substr(p.value, 12), '~', '~0'), '/', '~1')
+                  ELSE p.value END)
+        FROM json_each(working.conflict_parts) AS p),
+       detected_at, created_at
+FROM working;
+DROP TABLE working;
+ALTER TABLE working_v2 RENAME TO working;
+CREATE INDEX working_by_dataset ON working (dataset_id);
+ALTER TABLE changes ADD COLUMN sent TEXT;
+""",
+    # 2 -> 3: the full-text search index (localstore.store.migrations)
+    2: FTS_MIGRATION,
+}

@@ -24,15 +24,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.ids import parse_uuid
+from localstore.core.jsonvalue import json_equal
 from localstore.core.timestamps import now_ts
 from localstore.errors import ApiError, Interrupted, NotFoundError, ProtocolError, UsageError
 from localstore.store import ledger
-from localstore.store.db import MIRROR_UPSERT, Store, upsert_mirror_rows
-from localstore.store.jsontext import canonical, json_equal
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore.store.mirror import MIRROR_UPSERT, upsert_mirror_rows
 from localstore.sync.bounded import bounded
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client, Record
+    from localstore.api import Client
+    from localstore.core.record import Record
 
 Progress = Callable[[str, int, int | None], None]
 OnPage = Callable[[list["Record"]], None]

@@ -28,7 +28,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from localstore.api._decode import outcome_unknown
 from localstore.core.merge import Content
 from localstore.core.plan import Conflict, Delete, Push, Remote, Settle, plan_record
 from localstore.core.timestamps import now_ts
@@ -38,10 +37,12 @@ from localstore.errors import (
     NotFoundError,
     RequestRejectedError,
     TransportError,
+    outcome_unknown,
 )
 from localstore.store import ledger
-from localstore.store.db import Store, set_mirror_content, upsert_mirror_rows
+from localstore.store.db import Store
 from localstore.store.ledger import InFlight, PartOutcome
+from localstore.store.mirror import set_mirror_content, upsert_mirror_rows
 from localstore.sync import pull as pull_module
 from localstore.sync.pull import (
     Listed,
@@ -55,7 +56,8 @@ from localstore.sync.pull import (
 )
 
 if TYPE_CHECKING:
-    from localstore.api._client import Client, Record
+    from localstore.api import Client
+    from localstore.core.record import Record
 
 BULK_DELETE_MAX = 500
 ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase

@@ -1,33 +1,18 @@
-"""Records as files: ``checkout`` writes each record as ``DIR/<dataset_id>/<record_id>.json``
-and the watcher (localstore.files.watch) turns edits of those files into queued changes.
-
-    report = checkout(store, "records/")            # write / refresh the folder
-    for change in scan_changes(store, "records/"):  # what differs from the manifest
-        apply_file_event(store, "records/", change.path)
-    refresh_files(store, "records/")                # after a sync: the store's state on disk
-    watch(store, "records/", client_factory=..., sync_every=60, stop_event=event)
-
-A hidden manifest (localstore.files.fs) remembers, for each file, the bytes last written
-or processed: a file whose bytes still match was not edited since, so it may be
-refreshed or removed; any other file holds the user's edits and is never overwritten.
-It also remembers the versions each file was written from: a save is merged 3-way
-against the one it was made from, so a stale file never reverts what changed since, and
-a removed file's delete is made against the version the file showed.
-"""
+"""The checked-out folder: its manifest, what its files mean, and how they are written
+(``Checkout``). The Python API over it is ``localstore.files``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from localstore.core.ids import new_provisional_id, parse_uuid
+from localstore.core.ids import new_provisional_id
 from localstore.core.merge import Content, merge_properties, merge_value
 from localstore.core.plan import Remote
 from localstore.errors import LocalstoreError, UsageError
@@ -52,21 +37,7 @@ from localstore.ops.edits import add_record, resolve_record_id, validate_object
 from localstore.store import ledger
 from localstore.store.db import Store
 
-if TYPE_CHECKING:
-    from localstore.api._client import Client
-    from localstore.files.watch import WatchReport
-
-__all__ = [
-    "Change",
-    "Checkout",
-    "CheckoutReport",
-    "Outcome",
-    "apply_file_event",
-    "checkout",
-    "refresh_files",
-    "scan_changes",
-    "watch",
-]
+__all__ = ["Change", "Checkout", "CheckoutReport", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +90,7 @@ def _changed_parts(base: Content, mine: Content) -> list[str]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    from localstore.store.jsontext import json_equal
+    from localstore.core.jsonvalue import json_equal
 
     return json_equal(a, b)
 
@@ -575,73 +546,3 @@ def _merge(base: Content, mine: Content, now: Content) -> tuple[Content, list[st
     properties, keys = merge_properties(base.properties, mine.properties, now.properties)
     clashes = (["payload"] if clash else []) + [f"properties.{k}" for k in keys]
     return Content(payload if not clash else now.payload, properties), clashes
-
-
-# ------------------------------------------------------------------ the Python API
-
-
-def checkout(store: Store, directory: str | os.PathLike[str], dataset_id: str | None = None) -> CheckoutReport:
-    """Write records (all datasets, or add ``dataset_id`` to the folder) as files under
-    ``directory``; re-running refreshes them. Files with edits not yet queued are kept."""
-    ds = None if dataset_id is None else parse_uuid(dataset_id, what="dataset id")
-    if ds is not None and store.scalar("SELECT 1 FROM datasets WHERE id = ?", (ds,)) is None:
-        raise UsageError(f"dataset {ds} is not in the store; run `localstore pull {ds}` first")
-    co = Checkout.open(store, directory, create=True)
-    with co.locked():
-        if ds is None:
-            co.manifest.datasets = None  # the whole store
-        elif co.fresh:
-            co.manifest.datasets = [ds]
-        elif co.manifest.datasets is not None and ds not in co.manifest.datasets:
-            co.manifest.datasets.append(ds)  # one more dataset in this folder
-        co.dirty = True
-        report = co.refresh()
-        co.save()
-        co.sweep()
-    return report
-
-
-def refresh_files(store: Store, directory: str | os.PathLike[str]) -> CheckoutReport:
-    """The store's current state on disk (what the watcher does after each sync)."""
-    co = Checkout.open(store, directory)
-    with co.locked():
-        report = co.refresh()
-        co.save()
-    return report
-
-
-def scan_changes(store: Store, directory: str | os.PathLike[str]) -> list[Change]:
-    return Checkout.open(store, directory).scan()
-
-
-def apply_file_event(store: Store, directory: str | os.PathLike[str], path: str | os.PathLike[str]) -> Outcome:
-    """Queue what one file's current state means (edit, delete, create, or nothing)."""
-    co = Checkout.open(store, directory)
-    with co.locked():
-        outcome = co.apply(path)
-        co.save()
-    return outcome
-
-
-def watch(
-    store: Store,
-    directory: str | os.PathLike[str],
-    *,
-    client_factory: Callable[[], Client] | None = None,
-    sync_every: float | None = None,
-    stop_event: threading.Event | None = None,
-    on_message: Callable[[str], None] = print,
-    ready: Callable[[], None] | None = None,
-    debounce_ms: int = 800,
-    tick_ms: int = 500,
-    grace: float = 2.0,
-    settle_ms: int = 400,
-) -> WatchReport:
-    """Watch a checkout until ``stop_event`` is set; see localstore.files.watch.watch."""
-    from localstore.files.watch import watch as run
-
-    return run(
-        store, directory, client_factory=client_factory, sync_every=sync_every, stop_event=stop_event,
-        on_message=on_message, ready=ready, debounce_ms=debounce_ms, tick_ms=tick_ms, grace=grace,
-        settle_ms=settle_ms,
-    )
