@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store and api", ("localstore.store", "localstore.api")),
     ("operations", ("localstore.sync", "localstore.ops", "localstore.files", "localstore.browse")),
     ("command line", ("localstore.cli",)),
-    ("entry points", ("localstore", "localstore.__main__")),
+    ("entry points", ("localstore", "localstore.__main__", "localstore.facade", "localstore.models")),
 ]
 CORE_MAY_IMPORT = ("localstore.errors",)
 

@@ -1,11 +1,24 @@
-"""Typed rows for Python callers: sqlmodel classes mapping every table of ``schema.sql``.
+"""Typed rows for Python callers: sqlmodel classes mapping every table of ``schema.sql``
+(``localstore.models`` is this module). Query them with ``select()`` in a read-only
+session (``store.session()`` on a store from ``localstore.open``, or ``session(path)``):
 
-    from localstore.store import models
-    from sqlmodel import select
+    >>> import os, tempfile
+    >>> import localstore
+    >>> from sqlmodel import select
+    >>> from localstore.models import ChangeRow, WorkingRow
+    >>> path = os.path.join(tempfile.mkdtemp(), "store.db")
+    >>> ds = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    >>> with localstore.open(path) as store:
+    ...     store.store.ensure_dataset(ds)  # `store.pull(ds)` would mirror a real one
+    ...     rid = store.add(ds, {"messages": []}, {"label": "new"})
+    ...     with store.session() as s:
+    ...         change = s.exec(select(ChangeRow).where(ChangeRow.record_id == rid)).one()
+    ...         work = s.get(WorkingRow, rid)
+    >>> change.kind, change.state, work.properties, work.is_create
+    ('create', 'pending', {'label': 'new'}, True)
 
-    with models.session("store.db") as s:
-        for row in s.exec(select(models.Mirror).where(models.Mirror.dataset_id == ds)):
-            print(row.id, row.payload["messages"][0]["content"])
+(``MirrorRow`` holds the records as last pulled, ``WorkingRow`` the local edits and
+``ChangeRow`` the change log; tests/test_facade.py runs this example.)
 
 ``schema.sql`` stays the one DDL: nothing here creates or alters tables, and
 ``tests/test_schema.py`` proves the two agree column by column. The sessions this
