@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from localstore.cli.app import main
+    from localstore.cli import main
 except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done
     print("localstore: interrupted", file=sys.stderr)
     sys.exit(130)

@@ -76,3 +76,44 @@ def test_offline_commands_stay_lean(args: list[str], store_path: tuple[Path, lis
     assert line, out.stderr
     assert json.loads(line[0][len("HEAVY="):]) == [], f"{args[0]} imported heavy modules"
     assert "internal error" not in out.stderr
+
+
+WITHOUT_EMULATOR_EXTRA = """
+import sys
+
+class Missing:
+    # as if FastAPI and uvicorn were not installed (a plain `pip install localstore`)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("fastapi", "uvicorn"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+sys.argv = ["localstore", *sys.argv[1:]]
+from localstore.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["demo", "emulator"])
+def test_without_the_emulator_extra_one_line_says_what_to_install(command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EMULATOR_EXTRA, command],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"localstore: error: localstore {command} needs the emulator extra: "
+        "pip install 'localstore[emulator]'\n"
+    )
+    assert done.stdout == ""
+
+
+def test_import_localstore_is_lean() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, sys, localstore; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    loaded = {m.split(".")[0] for m in json.loads(done.stdout)}
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert not any(m.startswith("localstore.") for m in json.loads(done.stdout) if m != "localstore.version")

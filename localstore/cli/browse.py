@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
+from localstore.cli.context import Context, pass_ctx
 from localstore.cli.output import emit_json, json_option
-
-if TYPE_CHECKING:
-    from localstore.cli.app import Context
-
-# localstore.cli.app imports this module, so it cannot import cli's pass_ctx at load time;
-# click.pass_obj hands over the same Context.
-pass_ctx = click.pass_obj
 
 _MARKS = ("\x02", "\x03")  # snippet highlight marks, styled for a terminal
 _MARKED = re.compile("\x02(.*?)\x03", re.DOTALL)
@@ -95,3 +88,6 @@ def browse(ctx: Context, host: str, port: int, open_browser: bool) -> None:
             webbrowser.open(url)
 
     serve(path, host, port, on_ready=ready)
+
+
+COMMANDS = [search, browse]

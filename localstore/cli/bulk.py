@@ -7,16 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from localstore.cli.context import Context, pass_ctx
 from localstore.cli.ids import DATASET_ID
 from localstore.cli.output import emit_json, json_option, progress_bar
 from localstore.errors import UsageError
 
 if TYPE_CHECKING:
-    from localstore.cli.app import Context
     from localstore.ops.bulk import BulkResult
     from localstore.store.ledger_bulk import Queued
 
-pass_ctx = click.pass_obj  # localstore.cli.app imports this module: see cli_judge
 
 
 def queued_text(queued: Queued) -> str:
@@ -124,3 +123,6 @@ def check_where(where: str | None, given: Any, what: str) -> None:
         raise UsageError(f"give {what} or --where, not both")
     if where is None and not given:
         raise UsageError(f"give {what} or --where CONDITION")
+
+
+COMMANDS = [export, import_]

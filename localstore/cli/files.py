@@ -12,7 +12,7 @@ from localstore.cli.ids import DATASET_ID
 
 if TYPE_CHECKING:
     from localstore.api import Client
-    from localstore.cli.app import Context
+    from localstore.cli.context import Context
 
 
 @click.command()
@@ -96,3 +96,6 @@ def watch(obj: Context, directory: str, sync_every: float | None, grace: float) 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+COMMANDS = [checkout, watch]

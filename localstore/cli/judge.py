@@ -6,17 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from localstore.cli.context import Context, pass_ctx
 from localstore.cli.ids import RECORD_ID
 from localstore.cli.output import emit_json, json_option, progress_bar
 from localstore.errors import Interrupted, UsageError
 
 if TYPE_CHECKING:
-    from localstore.cli.app import Context
     from localstore.ops.judge import JudgeReport
 
-# localstore.cli.app imports this module, so it cannot import cli's pass_ctx at load time;
-# click.pass_obj hands over the same Context.
-pass_ctx = click.pass_obj
 
 MAX_LISTED = 20  # failures listed in the text summary (--json lists them all)
 
@@ -106,3 +103,6 @@ def _summary(report: JudgeReport) -> None:
             "verdicts that completed are stored; run the command again to retry the failed records",
             err=True,
         )
+
+
+COMMANDS = [judge]
