@@ -111,13 +111,15 @@ class Gate:
 
     def _route(self, scope: Scope) -> tuple[str, dict[str, Any]]:
         """The route template the request matches, and its path parameters."""
-        partial = None
+        partial: tuple[Any, dict[str, Any]] | None = None
         for route in self.owner.router.routes:
             match, child = route.matches(scope)
             if match == Match.FULL:
-                return getattr(route, "path_format", scope["path"]), child.get("path_params", {})
+                template = str(getattr(route, "path_format", scope["path"]))
+                params: dict[str, Any] = child.get("path_params", {})
+                return template, params
             if match == Match.PARTIAL and partial is None:
-                partial = getattr(route, "path_format", None), child.get("path_params", {})
+                partial = (getattr(route, "path_format", None), child.get("path_params", {}))
         return partial or (scope["path"], {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -28,7 +28,7 @@ def _key(server: Any, client: Any) -> _Key | None:
 class DroppableProtocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
     """uvicorn's HTTP protocol, with its open connections filed for ``drop``."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self.emulator_lost = asyncio.Event()
         self.emulator_key = _key(getattr(self, "server", None), getattr(self, "client", None))

@@ -164,7 +164,7 @@ class EmulatorState:
                 n += 1
                 slug = f"{base}-{n}"
             now = self._tick()
-            dataset = {
+            dataset: dict[str, Any] = {
                 "id": str(uuid.uuid4()),
                 "created_at": now,
                 "updated_at": now,
@@ -411,7 +411,7 @@ class EmulatorState:
 
     def _new_task(self, dataset_id: str, message: str, requested: int, imported: int) -> dict[str, Any]:
         now = self._tick()
-        task = {
+        task: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "created_at": now,
             "updated_at": now,

@@ -283,3 +283,28 @@ def test_layers_import_only_downwards() -> None:
 def test_the_layer_rule_catches_an_upward_import() -> None:
     assert _layer("localstore.core.merge") < _layer("localstore.store.db") < _layer("localstore.cli.app")
     assert _layer("localstore.api._client") == _layer("localstore.store")
+
+
+def test_no_package_attribute_shadows_a_submodule() -> None:
+    """A package whose ``__init__`` binds a name that is also one of its submodules
+    (``files.watch`` the function and ``files/watch.py``) loses the function the first
+    time the submodule is imported: Python sets the submodule as the attribute."""
+    bad = []
+    for module in MODULES.values():
+        if not module.is_package:
+            continue
+        tree = ast.parse(module.path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            names: list[str] = []
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.ImportFrom):
+                names = [
+                    a.asname or a.name
+                    for a in node.names
+                    if f"{node.module}.{a.name}" not in MODULES  # binds a module: fine
+                ]
+            bad += [f"{module.name}.{n}" for n in names if f"{module.name}.{n}" in MODULES]
+    assert not bad, "names bound in a package's __init__ that are also its submodules: " + ", ".join(bad)

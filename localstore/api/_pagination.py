@@ -11,7 +11,7 @@ whether the pages add up.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -186,7 +186,7 @@ class ListingIterator(Iterator["RecordPage"]):
 
     # -- the walk ----------------------------------------------------------
 
-    def _run(self) -> Iterator[RecordPage]:
+    def _run(self) -> Generator[RecordPage, None, None]:
         count = 0
         try:
             first = self._fetch(1)
@@ -220,7 +220,7 @@ class ListingIterator(Iterator["RecordPage"]):
             raise
         self._finish(count, failed=False)
 
-    def _middle(self, expected: int, count: int) -> Iterator[RecordPage]:
+    def _middle(self, expected: int, count: int) -> Generator[RecordPage, None, bool]:
         """Pages 2..expected with at most ``concurrency`` in flight; returns whether
         the last expected page was full."""
         pool = ThreadPoolExecutor(

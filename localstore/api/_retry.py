@@ -73,7 +73,7 @@ class RetryPolicy:
         """A fresh tenacity controller for one call (they keep per-call state)."""
         return tenacity.Retrying(
             retry=tenacity.retry_if_exception(should_retry),
-            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.attempts), self._out_of_time),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.attempts), _OutOfTime(self)),
             wait=self._wait,
             sleep=self.sleep,
             reraise=True,
@@ -86,9 +86,19 @@ class RetryPolicy:
             retry_after = None
         return self.delay_after(state.attempt_number, retry_after)
 
-    def _out_of_time(self, state: tenacity.RetryCallState) -> bool:
+    def out_of_time(self, state: tenacity.RetryCallState) -> bool:
         upcoming = getattr(state, "upcoming_sleep", 0.0) or 0.0
-        return state.seconds_since_start + upcoming >= self.max_total_seconds
+        return (state.seconds_since_start or 0.0) + upcoming >= self.max_total_seconds
+
+
+class _OutOfTime(tenacity.stop.stop_base):
+    """Stop when the next sleep would pass the policy's total time budget."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.policy.out_of_time(retry_state)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

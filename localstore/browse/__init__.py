@@ -142,7 +142,7 @@ def make_datasette(path: Path) -> Datasette:
 
     # Datasette prints every error, a 404 included, as a rich traceback with the local
     # variables of each frame: keep the terminal to real errors, without the locals
-    datasette.handle_exception.rich = None  # type: ignore[attr-defined]
+    datasette.handle_exception.rich = None
     if not pm.is_registered(plugin):
         pm.register(plugin, name="localstore")
     path = path.resolve()
@@ -165,7 +165,7 @@ def make_datasette(path: Path) -> Datasette:
             raise PermissionError("localstore browse is read-only")
         return read(write=False)
 
-    db.connect = connect  # type: ignore[method-assign]
+    db.connect = connect
     return ds
 
 

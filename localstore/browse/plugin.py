@@ -155,7 +155,7 @@ def register_routes() -> list[tuple[str, Any]]:
 # ------------------------------------------------------------------ properties: facet + filter
 
 
-class PropertyFacet(Facet):  # type: ignore[misc]
+class PropertyFacet(Facet):
     """Facet on one key of the `properties` JSON: ``?_facet_property=label``."""
 
     type = "property"

@@ -1,5 +1,5 @@
 """Records as files: ``checkout`` writes each record as ``DIR/<dataset_id>/<record_id>.json``
-and the watcher (localstore.files.watch) turns edits of those files into queued changes.
+and the watcher (localstore.files.watcher) turns edits of those files into queued changes.
 
     report = checkout(store, "records/")            # write / refresh the folder
     for change in scan_changes(store, "records/"):  # what differs from the manifest
@@ -29,7 +29,7 @@ from localstore.store.db import Store
 
 if TYPE_CHECKING:
     from localstore.api import Client
-    from localstore.files.watch import WatchReport
+    from localstore.files.watcher import WatchReport
 
 __all__ = [
     "Change",
@@ -101,8 +101,8 @@ def watch(
     grace: float = 2.0,
     settle_ms: int = 400,
 ) -> WatchReport:
-    """Watch a checkout until ``stop_event`` is set; see localstore.files.watch.watch."""
-    from localstore.files.watch import watch as run
+    """Watch a checkout until ``stop_event`` is set; see localstore.files.watcher.watch."""
+    from localstore.files.watcher import watch as run
 
     return run(
         store, directory, client_factory=client_factory, sync_every=sync_every, stop_event=stop_event,

@@ -23,7 +23,7 @@ import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from json.decoder import scanstring
+from json.decoder import scanstring  # type: ignore[attr-defined]  # public, untyped in typeshed
 from pathlib import Path
 from typing import Any
 

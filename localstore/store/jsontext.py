@@ -33,7 +33,7 @@ def loads(text: str | bytes) -> Any:
     so text holding a number of 19+ digits goes to the standard library. Raises
     ``orjson.JSONDecodeError`` (a ValueError) on anything orjson refuses (NaN, 1e400,
     lone surrogates, bad syntax): callers that report errors re-parse with ``json``."""
-    long_number = (_LONG_NUMBER if isinstance(text, str) else _LONG_NUMBER_BYTES).search(text)
+    long_number = has_long_number(text)
     return json.loads(text) if long_number else orjson.loads(text)
 
 

@@ -240,9 +240,9 @@ def _close(
     """Move the record's entries in ``states`` (of ``kinds``, default all) to ``state``."""
     sql = "SELECT id FROM changes WHERE record_id = ?"
     params: list[Any] = [rid]
-    states = [str(s) for s in states]
-    sql += f" AND state IN ({','.join('?' * len(states))})"
-    params.extend(states)
+    wanted = [str(s) for s in states]
+    sql += f" AND state IN ({','.join('?' * len(wanted))})"
+    params.extend(wanted)
     if kinds is not None:
         kinds = list(kinds)
         sql += f" AND kind IN ({','.join('?' * len(kinds))})"

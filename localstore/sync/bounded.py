@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -10,7 +10,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def bounded(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[R]:
+def bounded(fn: Callable[[T], R], items: Iterable[T], concurrency: int) -> Generator[R, None, None]:
     """Run ``fn`` over ``items`` with at most ``concurrency`` calls in flight, yielding
     results as they complete; the first exception propagates after the calls not yet
     started are cancelled and those in flight abandoned, not waited for: the same when

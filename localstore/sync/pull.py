@@ -306,8 +306,8 @@ def confirm_missing(
         for record in live:
             store.ensure_dataset(record.dataset_id)
         upsert_mirror_rows(conn, live)
-        for rid, record in found.items():
-            if record is None or record.deleted_at is not None:
+        for rid, looked_up in found.items():
+            if looked_up is None or looked_up.deleted_at is not None:
                 outcome = ledger.remote_gone(conn, rid)
                 removed += outcome == "removed"
                 conflicts += outcome == "conflict"

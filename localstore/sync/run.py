@@ -26,6 +26,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.merge import Content
@@ -244,7 +245,7 @@ class _Run:
                 self.report.abandoned += 1
         commits.extend(request.unsent for request in self.to_send)
         if self.deletes:
-            commits.append(lambda conn, chunk=self.deletes: self._deletes_unsent(conn, chunk))
+            commits.append(partial(self._deletes_unsent, chunk=self.deletes))
         self.ready, self.to_send, self.deletes, self.to_plan, self.running = [], [], [], [], {}
         if commits:
             with self.store.transaction() as conn:
@@ -387,8 +388,8 @@ class _Run:
             flight = ledger.begin_push(conn, work, send)
             if flight is not None:
                 self.sent.add(rid)
-                self.to_send.append(_Request(lambda f=flight: self._put(f),
-                                             lambda c, f=flight: ledger.push_done(c, f, {})))
+                self.to_send.append(_Request(partial(self._put, flight),
+                                             partial(ledger.push_done, flight=flight, outcomes={})))
         elif isinstance(action, Delete):
             set_mirror_content(conn, rid, remote.updated_at, remote.content.payload,
                                remote.content.properties)
@@ -412,8 +413,8 @@ class _Run:
     def _flush_deletes(self) -> None:
         while self.deletes and self.abort_reason is None:
             chunk, self.deletes = self.deletes[:BULK_DELETE_MAX], self.deletes[BULK_DELETE_MAX:]
-            self.to_send.append(_Request(lambda c=chunk: self._delete(c),
-                                         lambda conn, c=chunk: self._deletes_unsent(conn, c)))
+            self.to_send.append(_Request(partial(self._delete, chunk),
+                                         partial(self._deletes_unsent, chunk=chunk)))
         if self.deletes:  # aborted: what was marked in flight goes back to pending
             chunk, self.deletes = self.deletes, []
             self.ready.append(lambda conn: self._deletes_unsent(conn, chunk))
@@ -436,8 +437,8 @@ class _Run:
             flights = [ledger.begin_create(conn, w) for w in ledger.load_work(conn) if w.kind == "create"]
         for flight in flights:
             self._count("create", flight.record_id)
-            self.to_send.append(_Request(lambda f=flight: self._post(f),
-                                         lambda c, f=flight: ledger.create_not_landed(c, f.record_id)))
+            self.to_send.append(_Request(partial(self._post, flight),
+                                         partial(ledger.create_not_landed, rid=flight.record_id)))
         self._drain()
 
     def _post(self, flight: InFlight) -> Commit:

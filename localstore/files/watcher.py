@@ -28,6 +28,7 @@ from localstore.store.db import Store
 
 if TYPE_CHECKING:
     from localstore.api import Client
+    from localstore.sync.run import SyncReport
 
 
 GRACE = 2.0  # seconds a removed file may stay away before its delete is queued
@@ -63,19 +64,19 @@ class _PeriodicSync:
         from localstore.sync.run import sync
 
         self.next_at = time.monotonic() + self.every
+        result: SyncReport | None = None
         try:
             with self.factory() as client:
-                result = sync(self.store, client)
+                done = sync(self.store, client)
         except SyncInProgressError:
             return False  # another process is syncing; its commits trigger a refresh
         except LocalstoreError as exc:
             error: str | None = str(exc)
-            result = None
         except Exception as exc:  # a long-running loop reports, it does not die
             error = f"{type(exc).__name__}: {exc}"
-            result = None
         else:
-            error = result.errors[0] if result.errors else None
+            result = done
+            error = done.errors[0] if done.errors else None
         report.syncs += 1
         if error is not None:
             report.failed_syncs += 1
