@@ -17,6 +17,7 @@ for _path in (TESTS_DIR.parent, TESTS_DIR):
         sys.path.insert(0, str(_path))
 
 from openapi_contract import Contract  # noqa: E402
+from support.cli import Cli  # noqa: E402
 
 from localstore_emulator import EmulatorServer, seed_dataset  # noqa: E402
 
@@ -71,6 +72,21 @@ def dataset(emulator: EmulatorServer, request: pytest.FixtureRequest) -> Dataset
         return seed_dataset(emulator.state, n, name=label, seed=seed)
 
     return make
+
+
+@pytest.fixture
+def cli(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> Cli:
+    """``localstore --db <tmp>/store.db …`` as a subprocess against the session emulator."""
+    return Cli(tmp_path / "store.db", emulator.url, api_key)
+
+
+@pytest.fixture
+def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Any]:
+    """The official SDK (``mistralai``) on the session emulator: a teammate, and an
+    independent read-back of the server."""
+    client_module = pytest.importorskip("mistralai.client")
+    with client_module.Mistral(api_key=api_key, server_url=emulator.url) as client:
+        yield client
 
 
 # ------------------------------------------------------------------ drill figures (issue #7)

@@ -5,64 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import Cli
 
 from localstore.api import Client
 from localstore.core.timestamps import normalize_ts
 from localstore.store.db import Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer
-
-RUN_CLI = "from localstore.cli import main; main()"
-
-
-class Cli:
-    """``localstore --db DB ...`` in a subprocess against the session emulator."""
-
-    def __init__(self, db: Path, server_url: str, api_key: str) -> None:
-        self.db = db
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("LOCALSTORE_", "MISTRAL_")) and "proxy" not in k.lower()
-        }
-        self.env.update(LOCALSTORE_SERVER_URL=server_url, MISTRAL_API_KEY=api_key)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", RUN_CLI, "--db", str(self.db), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            cwd=self.db.parent,
-            timeout=300,
-        )
-
-    def ok(self, *args: str) -> str:
-        result = self.run(*args)
-        assert result.returncode == 0, (args, result.stderr)
-        assert "Traceback" not in result.stderr
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json"))
-
-    def sql(self, query: str) -> list[dict[str, Any]]:
-        return self.json("sql", query)
-
-
-@pytest.fixture
-def cli(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> Cli:
-    return Cli(tmp_path / "store.db", emulator.url, api_key)
 
 
 def _messages(records: list[dict[str, Any]]) -> set[tuple[str, int, str, str]]:

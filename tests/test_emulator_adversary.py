@@ -50,13 +50,6 @@ def http(emulator_http: httpx.Client, contract: Contract) -> Callable[..., httpx
     return send
 
 
-@pytest.fixture
-def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Any]:
-    client_module = pytest.importorskip("mistralai.client")
-    with client_module.Mistral(api_key=api_key, server_url=emulator.url) as client:
-        yield client
-
-
 def first_ids(emulator: EmulatorServer, dataset_id: str, n: int) -> list[str]:
     return [r["id"] for r in emulator.state.list_records(dataset_id)[:n]]
 

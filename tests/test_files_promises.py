@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,8 +28,6 @@ import pytest
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
 from support.cli import EXIT_CONFLICTS, Cli, content_counts, server_records
-
-from localstore_emulator import EmulatorServer
 
 pytestmark = pytest.mark.slow  # each starts `localstore watch` processes (2-5 s; the SIGKILL loop ~20 s)
 
@@ -46,17 +44,6 @@ def wait_until(condition: Callable[[], T], what: str, timeout: float = WAIT) -> 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Mistral]:
-    with Mistral(api_key=api_key, server_url=emulator.url) as client:
-        yield client
-
-
-@pytest.fixture
-def cli(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> Cli:
-    return Cli(tmp_path / "store.db", emulator.url, api_key)
 
 
 class Watch:

@@ -19,14 +19,11 @@ official SDK (``mistralai``), an independent client of the same API.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,100 +34,28 @@ import pytest
 
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
+from support.cli import (
+    CLI_TIMEOUT,
+    EXIT_CONFLICTS,
+    EXIT_ERROR,
+    EXIT_OK,
+    Cli,
+    Content,
+    content,
+    content_counts,
+    content_key,
+    server_records,
+)
 
 from localstore.ops import edits
 from localstore.store.db import Store
-from localstore.store.jsontext import canonical
 from localstore_emulator import EmulatorServer, seed_dataset
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFLICTS = 0, 1, 3
-OFFLINE_URL = "http://127.0.0.1:9"  # nothing listens there: offline edits must not need it
-CLI_TIMEOUT = 120.0
 WAIT_TIMEOUT = 30.0
 
-Content = dict[str, Any]  # {"payload": {...}, "properties": {...}}
 
 
 # ------------------------------------------------------------------ helpers
-
-
-class Cli:
-    """``localstore --db DB …`` as a subprocess, with the key and server in the env."""
-
-    def __init__(self, db: Path, server_url: str, api_key: str) -> None:
-        self.db = db
-        self.server_url = server_url
-        self.api_key = api_key
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "localstore", "--db", str(self.db), *args]
-
-    def env(self, *, offline: bool = False) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALSTORE_")}
-        env["MISTRAL_API_KEY"] = self.api_key
-        env["LOCALSTORE_SERVER_URL"] = OFFLINE_URL if offline else self.server_url
-        return env
-
-    def run(self, *args: str, offline: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            env=self.env(offline=offline),
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-
-    def ok(self, *args: str, offline: bool = False, code: int = EXIT_OK) -> str:
-        done = self.run(*args, offline=offline)
-        assert done.returncode == code, (
-            f"`localstore {' '.join(args)}` exited {done.returncode}, expected {code}\n"
-            f"stdout: {done.stdout}\nstderr: {done.stderr}"
-        )
-        return done.stdout
-
-    def json(self, *args: str, offline: bool = False, code: int = EXIT_OK) -> Any:
-        return json.loads(self.ok(*args, "--json", offline=offline, code=code))
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-
-def content(payload: Any, properties: Any) -> Content:
-    return {"payload": dict(payload), "properties": dict(properties)}
-
-
-def content_key(c: Content) -> str:
-    return canonical({"payload": c["payload"], "properties": c["properties"]})
-
-
-def server_records(sdk: Mistral, dataset_id: str) -> dict[str, dict[str, Any]]:
-    """Every live record of a dataset as the server lists it (all pages), by id, with
-    ``updated_at`` as an ISO string."""
-    out: dict[str, dict[str, Any]] = {}
-    page = 1
-    while True:
-        listing = sdk.beta.observability.datasets.list_records(
-            dataset_id=dataset_id, page=page, page_size=100
-        ).records
-        for r in listing.results:
-            assert r.id not in out, f"record {r.id} listed twice"
-            out[r.id] = {**content(r.payload, r.properties), "updated_at": r.updated_at.isoformat()}
-        if not listing.next or not listing.results:
-            break
-        page += 1
-    assert len(out) == listing.count, "the listing's pages do not add up to its count"
-    return out
-
-
-def content_counts(records: dict[str, dict[str, Any]]) -> Counter[str]:
-    return Counter(content_key(r) for r in records.values())
 
 
 def local_records(db: Path, dataset_id: str) -> dict[str, Content]:
@@ -200,12 +125,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = CLI_TIMEOUT) -> tuple[i
         out, err = proc.communicate()
         raise AssertionError(f"`localstore sync` did not finish: {err}") from None
     return proc.returncode, out, err
-
-
-@pytest.fixture
-def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Mistral]:
-    with Mistral(api_key=api_key, server_url=emulator.url) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

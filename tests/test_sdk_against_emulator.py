@@ -4,7 +4,6 @@ emulator: every datasets / records call it has that is in the spec."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -31,12 +30,6 @@ CLASSIFICATION_JUDGE = {
         "options": [{"value": "polite", "description": ""}, {"value": "rude", "description": ""}],
     },
 }
-
-
-@pytest.fixture
-def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Mistral]:
-    with Mistral(api_key=api_key, server_url=emulator.url) as client:
-        yield client
 
 
 def test_dataset_calls(sdk: Mistral, emulator: EmulatorServer, us_stamps: None) -> None:

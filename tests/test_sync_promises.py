@@ -27,21 +27,10 @@ from localstore_emulator.adversary import PROPERTIES, RECORD_PUTS, RECORDS, Rule
 
 
 @pytest.fixture
-def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Mistral]:
-    with Mistral(api_key=api_key, server_url=emulator.url) as client:
-        yield client
-
-
-@pytest.fixture
 def adversary(emulator: EmulatorServer) -> Iterator[Any]:
     emulator.adversary.reset()
     yield emulator.adversary
     emulator.adversary.reset()
-
-
-@pytest.fixture
-def cli(tmp_path: Path, emulator: EmulatorServer, api_key: str) -> Cli:
-    return Cli(tmp_path / "store.db", emulator.url, api_key)
 
 
 def one_record(dataset: Callable[..., str], emulator: EmulatorServer, cli: Cli, n: int = 1) -> tuple[str, list[str]]:

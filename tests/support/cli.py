@@ -55,10 +55,14 @@ class Cli:
             f"`localstore {' '.join(args)}` exited {done.returncode}, expected {code}\n"
             f"stdout: {done.stdout}\nstderr: {done.stderr}"
         )
+        assert "Traceback" not in done.stderr, done.stderr
         return done.stdout
 
     def json(self, *args: str, offline: bool = False, code: int = EXIT_OK) -> Any:
         return json.loads(self.ok(*args, "--json", offline=offline, code=code))
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        return list(self.json("sql", query))
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
