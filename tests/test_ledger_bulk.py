@@ -1,4 +1,4 @@
-"""The set-based transitions (localstore.store.ledger_bulk) are the per-record ones, row for row.
+"""The set-based transitions (localstore.store.ledger.bulk) are the per-record ones, row for row.
 
 Random stores — plain records, pending edits of either part, parts being sent, pending
 deletes, conflicts, pending creates, creates in flight, mirrors that moved on since an
@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from localstore.errors import LocalstoreError
-from localstore.store import ledger, ledger_bulk
+from localstore.store import ledger
 from localstore.store.db import _split_sql, schema_sql
+from localstore.store.ledger import bulk as ledger_bulk
 from localstore.store.mirror import set_mirror_content, upsert_mirror_rows
 
 DATASETS = ["00000000-0000-4000-8000-00000000d001", "00000000-0000-4000-8000-00000000d002"]

@@ -14,7 +14,7 @@ from localstore.errors import UsageError
 
 if TYPE_CHECKING:
     from localstore.ops.bulk import BulkResult
-    from localstore.store.ledger_bulk import Queued
+    from localstore.store.ledger.bulk import Queued
 
 
 

@@ -4,7 +4,7 @@ The condition is an SQL expression on the ``records`` view, evaluated as ``judge
 --where`` evaluates it (:func:`localstore.ops.judge.select_records`: on a read-only
 connection). It is evaluated while the edit holds the store's write lock, so the records
 it selects are the records the edit changes. All matching records are edited in one
-transaction by the change log's owner (:mod:`localstore.store.ledger_bulk`): one refused
+transaction by the change log's owner (:mod:`localstore.store.ledger.bulk`): one refused
 record (in conflict, say) refuses them all, and nothing is queued.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 
 from localstore.errors import UsageError
 from localstore.ops.edits import validate_object
-from localstore.store import ledger, ledger_bulk
+from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.jsontext import loads
-from localstore.store.ledger_bulk import Queued
+from localstore.store.ledger import bulk as ledger_bulk
+from localstore.store.ledger.bulk import Queued
 
 SHOWN = 10  # ids a dry run prints
 _IN_CHUNK = 500

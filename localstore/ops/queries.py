@@ -19,7 +19,7 @@ from localstore.ops.sqltext import first_word, looks_like_write
 from localstore.store.db import Store, connect_readonly
 
 if TYPE_CHECKING:
-    from localstore.store.ledger_bulk import Queued
+    from localstore.store.ledger.bulk import Queued
 
 RECORD_COLUMNS = "id, dataset_id, created_at, updated_at, deleted_at, source, payload, properties, sync_state"
 

@@ -11,7 +11,7 @@ How a statement runs, in one transaction:
    writes to ``records`` and — from inside those triggers only — inserts into
    ``temp.sql_writes``: the mirror, the change log, other tables, DDL, ``ATTACH``,
    transactions and ``PRAGMA``s that change anything are refused with one message.
-3. The change log's owner (:mod:`localstore.store.ledger_bulk`) applies the rows with its own
+3. The change log's owner (:mod:`localstore.store.ledger.bulk`) applies the rows with its own
    rules — the transitions ``add``/``edit``/``set``/``rm`` use — validating each; an
    invalid row raises a UsageError naming it, and the whole statement rolls back.
 """
@@ -27,10 +27,10 @@ from typing import Any
 from localstore.errors import UsageError
 from localstore.ops.edits import parse_json_object_text, validate_object
 from localstore.ops.sqltext import first_word_after_comments
-from localstore.store import ledger_bulk
 from localstore.store.db import Store, session_statements
 from localstore.store.jsontext import loads
-from localstore.store.ledger_bulk import Queued
+from localstore.store.ledger import bulk as ledger_bulk
+from localstore.store.ledger.bulk import Queued
 
 WRITABLE = (
     "with --write, SQL changes records only through the `records` view: INSERT (dataset_id, "

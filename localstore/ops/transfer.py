@@ -3,7 +3,7 @@
 Export reads the ``records`` view (what the user sees now, pending edits applied) on a
 read-only connection and streams: each JSONL line is spliced from the stored JSON text,
 never parsed. Import streams too: each line is parsed, checked and handed to the change
-log's owner (:func:`localstore.store.ledger_bulk.create_many`) as it is read, all in one
+log's owner (:func:`localstore.store.ledger.bulk.create_many`) as it is read, all in one
 transaction — a bad line rolls the whole file back.
 """
 
@@ -27,10 +27,10 @@ import orjson
 from localstore.core.ids import parse_uuid
 from localstore.errors import NotFoundLocally, UsageError
 from localstore.ops.edits import validate_object
-from localstore.store import ledger_bulk
 from localstore.store.db import Store, connect_readonly
 from localstore.store.jsontext import canonical, has_long_number, loads
-from localstore.store.ledger_bulk import Queued
+from localstore.store.ledger import bulk as ledger_bulk
+from localstore.store.ledger.bulk import Queued
 
 Format = Literal["jsonl", "csv"]
 Progress = Callable[[str, int, "int | None"], None]
