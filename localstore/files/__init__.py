@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from localstore.core.ids import parse_uuid
 from localstore.errors import UsageError
-from localstore.files.checkout_dir import Change, Checkout, CheckoutReport, Outcome
+from localstore.files.checkout_dir import Change, Checkout, CheckoutReport, FileOutcome
 from localstore.store.db import Store
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ __all__ = [
     "Change",
     "Checkout",
     "CheckoutReport",
-    "Outcome",
+    "FileOutcome",
     "apply_file_event",
     "checkout",
     "refresh_files",
@@ -78,7 +78,7 @@ def scan_changes(store: Store, directory: str | os.PathLike[str]) -> list[Change
     return Checkout.open(store, directory).scan()
 
 
-def apply_file_event(store: Store, directory: str | os.PathLike[str], path: str | os.PathLike[str]) -> Outcome:
+def apply_file_event(store: Store, directory: str | os.PathLike[str], path: str | os.PathLike[str]) -> FileOutcome:
     """Queue what one file's current state means (edit, delete, create, or nothing)."""
     co = Checkout.open(store, directory)
     with co.locked():

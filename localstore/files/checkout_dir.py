@@ -37,7 +37,7 @@ from localstore.ops.edits import add_record, resolve_record_id, validate_object
 from localstore.store import ledger
 from localstore.store.db import Store
 
-__all__ = ["Change", "Checkout", "CheckoutReport", "Outcome"]
+__all__ = ["Change", "Checkout", "CheckoutReport", "FileOutcome"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ Action = Literal[
 
 
 @dataclass(frozen=True)
-class Outcome:
+class FileOutcome:
     path: Path
     action: Action
     record_id: str | None = None
@@ -291,7 +291,7 @@ class Checkout:
         changes += [Change("added", self.root / rel) for rel in sorted(on_disk - set(self.files))]
         return changes
 
-    def apply(self, path: str | os.PathLike[str], *, retry: bool = False) -> Outcome:
+    def apply(self, path: str | os.PathLike[str], *, retry: bool = False) -> FileOutcome:
         """Bring the store in line with one file as it is now (whatever the event was):
         queue what differs, a delete for a removed file (after ``grace``), a create for a
         new one. A refusal, an invalid or a held file is reported once per content
@@ -299,35 +299,35 @@ class Checkout:
         rel = self.rel(path)
         target = Path(path)
         if rel is None:
-            return Outcome(target, "ignored", message=self._not_read(target))
+            return FileOutcome(target, "ignored", message=self._not_read(target))
         shown = self.shown(rel)
         ds = rel.split("/")[0]
         if os.path.islink(self.root / ds):
             # a dataset folder replaced by a link: nothing in it is read or deleted; the
             # refresh says so once, and writes the folder again when the link goes
             self.needs_refresh = True
-            return Outcome(target, "refused")
+            return FileOutcome(target, "refused")
         try:
             disk = self.folder.read(rel)
         except Unsafe as exc:
-            return Outcome(target, "refused", message=self._warn_once(rel, f"skipped {exc}"))
+            return FileOutcome(target, "refused", message=self._warn_once(rel, f"skipped {exc}"))
         entry = self.files.get(rel)
         if disk is None:
             self.invalid.pop(rel, None)
             self.refused.pop(rel, None)
             if entry is None:
-                return Outcome(target, "ignored")
+                return FileOutcome(target, "ignored")
             if not os.path.isdir(self.root / ds):
                 # a whole dataset folder removed or moved away is not a request to delete
                 # every record of the dataset: forget the file, the next refresh restores it
                 del self.files[rel]
                 self.vanished.pop(rel, None)
                 self.dirty = self.needs_refresh = True
-                return Outcome(target, "folder_gone", entry.id)
+                return FileOutcome(target, "folder_gone", entry.id)
             if self.grace > 0:
                 due = self.vanished.setdefault(rel, time.monotonic() + self.grace)
                 if time.monotonic() < due:
-                    return Outcome(target, "vanishing", entry.id)
+                    return FileOutcome(target, "vanishing", entry.id)
             self.vanished.pop(rel, None)
             return self._removed(target, rel, entry)
         self.vanished.pop(rel, None)
@@ -344,14 +344,14 @@ class Checkout:
                 entry.held = False
                 self.dirty = self.needs_refresh = True
             if self.invalid.pop(rel, None) is not None:
-                return Outcome(target, "unchanged", entry.id, message=f"{shown}: valid again; nothing to queue")
-            return Outcome(target, "unchanged", entry.id)
+                return FileOutcome(target, "unchanged", entry.id, message=f"{shown}: valid again; nothing to queue")
+            return FileOutcome(target, "unchanged", entry.id)
         try:
             payload, properties = parse_record(disk, shown)
         except FileProblem as problem:
             repeated = self.invalid.get(rel) == digest
             self.invalid[rel] = digest
-            return Outcome(target, "invalid", message=None if repeated else f"{problem}; nothing queued")
+            return FileOutcome(target, "invalid", message=None if repeated else f"{problem}; nothing queued")
         was_invalid = self.invalid.pop(rel, None) is not None
         try:
             outcome = self._queue(target, rel, entry, Content(payload, properties), digest, restore=restore)
@@ -361,17 +361,17 @@ class Checkout:
             message = f"{shown}: {exc}; nothing queued"
             repeated = self.refused.get(rel) == message
             self.refused[rel] = message
-            return Outcome(target, "refused", message=None if repeated else message)
+            return FileOutcome(target, "refused", message=None if repeated else message)
         self.refused.pop(rel, None)
         if outcome.action == "held":  # said once per content saved
             repeated = self._held_said.get(rel) == digest
             self._held_said[rel] = digest
             if repeated:
-                return Outcome(target, "held", outcome.record_id)
+                return FileOutcome(target, "held", outcome.record_id)
         else:
             self._held_said.pop(rel, None)
         if was_invalid and outcome.message is None:
-            return Outcome(target, outcome.action, outcome.record_id, message=f"{shown}: valid again; nothing to queue")
+            return FileOutcome(target, outcome.action, outcome.record_id, message=f"{shown}: valid again; nothing to queue")
         return outcome
 
     def due_removals(self) -> list[Path]:
@@ -409,7 +409,7 @@ class Checkout:
 
     def _queue(
         self, target: Path, rel: str, entry: Entry | None, mine: Content, digest: str, *, restore: bool = False
-    ) -> Outcome:
+    ) -> FileOutcome:
         """Queue what a save changed. It is merged 3-way against the version it was made
         from (see :meth:`_base`): what changed in the store since stands, a part changed
         on both sides to different values holds the file (nothing queued, never
@@ -443,7 +443,7 @@ class Checkout:
             if restore:
                 self.manifest.gone[rel] = entry  # the delete stays queued; the next save tries again
             self.dirty = True
-            return Outcome(target, "held", rid, (), f"{rel}: not queued: {_describe(held.parts)} also changed "
+            return FileOutcome(target, "held", rid, (), f"{rel}: not queued: {_describe(held.parts)} also changed "
                            f"in the store since this file was written (`localstore show {rid}` shows it); take "
                            f"the store's value into the file, or keep yours with `localstore set {rid} KEY=…` "
                            f"(`localstore edit {rid}` for the payload)")
@@ -470,12 +470,12 @@ class Checkout:
                         "what changed in the store since stands" if what else
                         "saved from an older version of the file: nothing of it changed, the store's version stands")
         if state == "deleted":
-            return Outcome(target, "restored", rid, kinds, f"{rel}: delete undone" + "".join(f"; {s}" for s in said))
+            return FileOutcome(target, "restored", rid, kinds, f"{rel}: delete undone" + "".join(f"; {s}" for s in said))
         if not kinds:
-            return Outcome(target, "unchanged", rid, (), f"{rel}: {'; '.join(said)}" if said else None)
-        return Outcome(target, "edited", rid, kinds, f"{rel}: {'; '.join(said)}")
+            return FileOutcome(target, "unchanged", rid, (), f"{rel}: {'; '.join(said)}" if said else None)
+        return FileOutcome(target, "edited", rid, kinds, f"{rel}: {'; '.join(said)}")
 
-    def _create(self, target: Path, rel: str, entry: Entry | None, mine: Content, digest: str) -> Outcome:
+    def _create(self, target: Path, rel: str, entry: Entry | None, mine: Content, digest: str) -> FileOutcome:
         """A new file: its create. The file's entry (with the create's id, marked
         ``creating``) reaches the manifest on disk before the create is committed, so a
         crash between the two is settled on the next start (see :meth:`_settle_creates`)
@@ -498,7 +498,7 @@ class Checkout:
             self.dirty = True
             raise
         self.files[rel].creating = False  # on disk at the next save; settled on start if not
-        return Outcome(target, "created", new_id, ("create",), f"{rel}: queued create {new_id}")
+        return FileOutcome(target, "created", new_id, ("create",), f"{rel}: queued create {new_id}")
 
     def _record_state(self, rid: str, ds: str) -> Literal["live", "deleted"] | None:
         conn = self.store.conn
@@ -511,7 +511,7 @@ class Checkout:
         ).fetchone()
         return "deleted" if deleted else None
 
-    def _removed(self, target: Path, rel: str, entry: Entry) -> Outcome:
+    def _removed(self, target: Path, rel: str, entry: Entry) -> FileOutcome:
         """A file gone (for longer than the grace period): a delete of its record, made
         against the version the file was written from — if the record changed on the
         server since, the sync makes it a delete-vs-edit conflict, not a silent delete."""
@@ -519,16 +519,16 @@ class Checkout:
         self.dirty = True
         rid = resolve_record_id(self.store.conn, entry.id)
         if self._record_state(rid, rel.split("/")[0]) != "live":
-            return Outcome(target, "ignored", rid)
+            return FileOutcome(target, "ignored", rid)
         try:
             with self.store.transaction() as conn:
                 result = ledger.delete(conn, rid, seen=self.seen(entry.latest))
         except LocalstoreError as exc:
-            return Outcome(target, "refused", rid, message=f"{rel} removed, but {exc}; nothing queued")
+            return FileOutcome(target, "refused", rid, message=f"{rel} removed, but {exc}; nothing queued")
         if result.dropped_unsent_create:
-            return Outcome(target, "deleted", rid, (), f"{rel} removed: its create {rid} was never sent; dropped")
+            return FileOutcome(target, "deleted", rid, (), f"{rel} removed: its create {rid} was never sent; dropped")
         self.manifest.gone[rel] = entry
-        return Outcome(target, "deleted", rid, ("delete",), f"{rel} removed: queued delete of {rid}")
+        return FileOutcome(target, "deleted", rid, ("delete",), f"{rel} removed: queued delete of {rid}")
 
     def wants(self, _change: object, path: str) -> bool:
         """watchfiles filter: everything but hidden files — record files, dataset folders

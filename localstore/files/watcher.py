@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localstore.errors import LocalstoreError, SyncInProgressError, UsageError
-from localstore.files.checkout_dir import Checkout, CheckoutReport, Outcome
+from localstore.files.checkout_dir import Checkout, CheckoutReport, FileOutcome
 from localstore.files.fs import CONFLICT_SUFFIX
 from localstore.store.db import Store
 
@@ -267,7 +267,7 @@ def _apply(
     gone: Counter[str] = Counter()
     for path in paths:
         try:
-            outcome: Outcome = co.apply(path, retry=retry)
+            outcome: FileOutcome = co.apply(path, retry=retry)
         except OSError as exc:
             _check_folder(co)
             say(f"{path}: {exc.strerror or exc}; nothing queued")

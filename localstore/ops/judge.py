@@ -301,7 +301,7 @@ def _skip_reason(local: _Local | None, allow_stale: bool) -> str | None:
     return None
 
 
-Outcome = tuple[str, "JudgeOutput | None", "ApiError | None", "Record | None"]
+JudgeCall = tuple[str, "JudgeOutput | None", "ApiError | None", "Record | None"]
 
 
 def judge_records(
@@ -361,7 +361,7 @@ class _Run:
     batch: list[tuple[Any, ...]] = field(default_factory=list)
     newer: list[Record] = field(default_factory=list)  # server versions newer than the mirror's
 
-    def call(self, rid: str) -> Outcome:
+    def call(self, rid: str) -> JudgeCall:
         """Read the record as the server holds it, then judge it: the verdict is filed
         under the version read (a write landing between the two is not seen)."""
         try:
@@ -385,7 +385,7 @@ class _Run:
 
     def run(self, todo: list[str], concurrency: int) -> None:
         last = time.monotonic()
-        outcomes = cast(Generator[Outcome, None, None], bounded(self.call, todo, concurrency))
+        outcomes = cast(Generator[JudgeCall, None, None], bounded(self.call, todo, concurrency))
         try:
             for rid, verdict, error, record in outcomes:
                 self.finished.add(rid)

@@ -25,7 +25,7 @@ from localstore.store.db import Store
 from localstore.store.ledger import CREATE_UNCONFIRMED, RecordState
 
 Choice = Literal["ours", "theirs", "file"]
-Outcome = Literal["settled", "pending", "conflict", "recreated", "resend", "landed"]
+ResolutionOutcome = Literal["settled", "pending", "conflict", "recreated", "resend", "landed"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Resolution:
     old_id: str
     choice: Choice
     parts: tuple[str, ...]  # the parts settled by name (empty: the whole record)
-    outcome: Outcome
+    outcome: ResolutionOutcome
     queued: tuple[str, ...] = ()
     remaining: tuple[str, ...] = ()
 
@@ -203,7 +203,7 @@ def _outcome(
     kinds = tuple(sorted(r[0] for r in conn.execute(
         "SELECT DISTINCT kind FROM changes WHERE record_id = ? AND state = 'pending'", (record_id,)
     )))
-    outcome: Outcome
+    outcome: ResolutionOutcome
     remaining: tuple[str, ...] = ()
     if row is None:
         outcome = "landed" if unconfirmed else "settled"
