@@ -72,6 +72,8 @@ from localstore.store.db import Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 RECORDS = "/v1/observability/dataset-records"
 TEMPLATE_RECORDS = 5
 

@@ -32,6 +32,8 @@ from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 UNKNOWN_DATASET = "00000000-0000-4000-8000-000000000000"
 
 

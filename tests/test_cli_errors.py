@@ -30,6 +30,8 @@ from localstore.store.db import SCHEMA_VERSION, Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 DATASETS = "/v1/observability/datasets"
 RECORDS = "/v1/observability/dataset-records"
 RUN_CLI = "from localstore.cli import main; main()"

@@ -18,6 +18,8 @@ from localstore.store.db import Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 
 def _messages(records: list[dict[str, Any]]) -> set[tuple[str, int, str, str]]:
     return {

@@ -38,7 +38,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 EDITS_PER_EDITOR = 400
 RECORDS = 300
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
 
 EDITOR = r"""
 import json, random, sys, time

@@ -49,7 +49,7 @@ TIMED_KILLS = 3  # of the 20: delays from the process start
 FINAL_WRITES = 1 + MIX.creates  # the last writes out: the bulk delete and the creates
 FRESH_RUNS = 3
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
 
 
 @pytest.fixture(scope="module")

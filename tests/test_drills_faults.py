@@ -40,7 +40,7 @@ READ_TIMEOUT = httpx.Timeout(1.0, connect=1.0)
 FAST_RETRY = RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.1, max_total_seconds=15.0)
 MAX_SYNCS = 15
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
 
 
 # ------------------------------------------------------------------ shared by the drills

@@ -147,6 +147,7 @@ def _env(url: str, api_key: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # `localstore emulator` and `localstore pull` as subprocesses
 def test_a_cli_emulator_in_offset_form_with_a_rule_set_over_http(tmp_path: Path, api_key: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "localstore", "emulator", "--port", "0", "--seed-records", "250",

@@ -35,6 +35,8 @@ from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 T = TypeVar("T")
 WAIT = 30.0  # upper bound of every wait; a passing test waits far less
 CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]

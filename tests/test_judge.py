@@ -29,6 +29,8 @@ from localstore.store.db import Store
 from localstore.sync.pull import pull
 from localstore_emulator import EmulatorServer
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1)
 OPTIONS = ["resolved", "escalate", "unclear"]
 UNKNOWN = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

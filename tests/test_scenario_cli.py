@@ -51,6 +51,8 @@ from localstore.ops import edits
 from localstore.store.db import Store
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 WAIT_TIMEOUT = 30.0
 
 

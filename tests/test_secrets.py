@@ -58,6 +58,8 @@ from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 RECORDS = "/v1/observability/dataset-records"
 JUDGE = {
     "name": "politeness",

@@ -25,6 +25,8 @@ from support.cli import EXIT_CONFLICTS, EXIT_ERROR, EXIT_OK, Cli, content_counts
 from localstore_emulator import EmulatorServer
 from localstore_emulator.adversary import PROPERTIES, RECORD_PUTS, RECORDS, Rule
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 
 @pytest.fixture
 def adversary(emulator: EmulatorServer) -> Iterator[Any]:

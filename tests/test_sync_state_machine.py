@@ -396,4 +396,4 @@ def test_sync_state_machine(emulator: Any, api_key: str) -> None:
     )
 
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not

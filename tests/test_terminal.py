@@ -34,6 +34,8 @@ from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 CONVERSATION = {
     "messages": [
         {"role": "system", "content": "You are terse."},

@@ -35,6 +35,8 @@ from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer, seed_dataset
 
+pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
+
 OFFLINE_URL = "http://127.0.0.1:9"
 HUGE = {"messages": [{"role": "user", "content": "x" * (1100 * 1024)}]}  # over the server's 1 MiB: rejected
 OURS_PAYLOAD = {"messages": [{"role": "user", "content": "our rewrite"}]}
