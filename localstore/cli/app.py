@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     pass
 
 
-from localstore.cli.context import Context
+from localstore.cli.context import Context, running_as_program
 
 
 @click.group(
@@ -55,6 +55,7 @@ def cli(ctx: click.Context, db: str | None, server_url: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors print one line and exit non-zero, never a traceback."""
+    running_as_program()
     try:
         code = cli.main(args=argv, prog_name="localstore", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -4,6 +4,7 @@ reading the files a command is given."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,14 @@ if TYPE_CHECKING:
     from localstore.api import Client
     from localstore.store.db import Store
 
+# set by the program's entry point (`main`), never by an in-process runner such as
+# click's CliRunner, so that ignoring Ctrl-C never leaks into a host process
+_RUNNING_AS_PROGRAM = False
 
+
+def running_as_program() -> None:
+    global _RUNNING_AS_PROGRAM
+    _RUNNING_AS_PROGRAM = True
 
 
 class Context:
@@ -44,6 +52,13 @@ class Context:
                 f"Mistral API key first ({API_KEY_ENV}=...); `localstore demo` needs none"
             )
         return Client.from_env(self.server_url, **kw)
+
+    def work_is_done(self) -> None:
+        """From here the command only reports what it did: a Ctrl-C can no longer change
+        anything, so it must not turn a finished command into "interrupted" (exit 130)
+        after the report said otherwise."""
+        if _RUNNING_AS_PROGRAM:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def close(self) -> None:
         if self._store is not None:

@@ -59,8 +59,10 @@ def judge(
             report = judge_records(
                 ctx.store, client, definition, ids, concurrency=concurrency, allow_stale=allow_stale, progress=progress
             )
+            ctx.work_is_done()
     except Interrupted as exc:  # Ctrl-C: the verdicts that arrived are stored; exit 130
         report = exc.done
+        ctx.work_is_done()
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -48,8 +48,10 @@ def pull(ctx: Context, dataset_ids: tuple[str, ...], concurrency: int, as_json: 
     try:
         with ctx.client() as client, progress_bar() as progress:
             results = pull_datasets(ctx.store, client, dataset_ids, concurrency=concurrency, progress=progress)
+            ctx.work_is_done()
     except Interrupted as exc:
         results, interrupted = exc.done, True
+        ctx.work_is_done()
     if as_json:
         emit_json([r.__dict__ for r in results])
     for r in [] if as_json else results:

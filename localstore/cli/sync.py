@@ -111,8 +111,10 @@ def sync(ctx: Context, dry_run: bool, concurrency: int, as_json: bool) -> int:
     try:
         with ctx.client() as client, progress_bar(None if not as_json else False) as progress:
             report = run_sync(ctx.store, client, dry_run=dry_run, concurrency=concurrency, progress=progress)
+            ctx.work_is_done()
     except Interrupted as exc:
         report = exc.done
+        ctx.work_is_done()
     if as_json:
         emit_json(report.to_dict())
         _say_sync_interrupted(report)
