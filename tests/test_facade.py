@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import select
 
 import localstore
-from localstore.models import ChangeRow, MirrorRow, WorkingRow
+from localstore.models import ChangeRow, ConflictRow, MirrorRow, RecordRow, WorkingRow
 from localstore.store import models as store_models
 
 HEAVY = ("httpx", "httpcore", "sqlalchemy", "sqlmodel", "fastapi", "starlette", "uvicorn", "pydantic", "click")
@@ -80,6 +80,33 @@ def test_the_facade_pulls_edits_and_syncs(emulator: Any, dataset: Any, api_key: 
         assert emulator.state.get_record(first)["properties"]["label"] == "reviewed"
         assert store.get(first)["properties"]["label"] == "reviewed"
         assert store.conflicts() == [] and store.log(first)[0]["state"] == "pushed"
+
+
+def test_records_and_conflicts_views_read_with_select(
+    emulator: Any, dataset: Any, api_key: str, tmp_path: Path
+) -> None:
+    """RecordRow and ConflictRow map the `records` and `conflicts` views: a record edited
+    on both sides reads as a conflict with its three sides, the others as they are."""
+    ds = dataset(3)
+    with localstore.open(tmp_path / "s.db", server_url=emulator.url, api_key=api_key) as store:
+        store.pull(ds)
+        first, second, _ = (r["id"] for r in store.records(ds))
+        store.set(first, {"label": "mine"})
+        store.set(second, {"label": "reviewed"})
+        theirs = {**emulator.state.get_record(first)["properties"], "label": "theirs"}
+        emulator.state.update_properties(first, theirs)
+        assert store.sync().exit_code == 3
+        with store.session() as s:
+            (conflict,) = s.exec(select(ConflictRow).where(ConflictRow.dataset_id == ds)).all()
+            states = dict(s.exec(select(RecordRow.id, RecordRow.sync_state)).all())
+            reviewed = s.exec(select(RecordRow).where(RecordRow.id == second)).one()
+    assert conflict.record_id == first and conflict.parts == ["/properties/label"]
+    assert conflict.local is not None and conflict.local["properties"]["label"] == "mine"
+    assert conflict.remote is not None and conflict.remote["properties"]["label"] == "theirs"
+    assert conflict.base is not None and conflict.base["properties"]["label"] not in ("mine", "theirs")
+    assert states[first] == "conflict" and states[second] == "synced" and len(states) == 3
+    assert reviewed.properties is not None and reviewed.properties["label"] == "reviewed"
+    assert reviewed.updated_at is not None and reviewed.payload is not None
 
 
 def test_localstore_open_with_no_store_is_a_clear_error(tmp_path: Path) -> None:

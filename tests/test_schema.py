@@ -61,8 +61,12 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {name for name, _ in rows if not any(name.startswith(v) for v in virtual)}
 
 
+def _model_views() -> dict[str, sa.Table]:
+    return {m.__tablename__: m.__table__ for m in models.VIEWS}  # type: ignore[attr-defined]
+
+
 def _model_tables() -> dict[str, sa.Table]:
-    return dict(SQLModel.metadata.tables)
+    return {name: t for name, t in SQLModel.metadata.tables.items() if name not in _model_views()}
 
 
 # ------------------------------------------------------------------ models vs schema.sql
@@ -71,6 +75,13 @@ def _model_tables() -> dict[str, sa.Table]:
 def test_the_same_tables_both_ways(conn: sqlite3.Connection) -> None:
     assert _tables(conn) == set(_model_tables())
     assert {m.__tablename__ for m in models.TABLES} == set(_model_tables())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("view", sorted(_model_views()))
+def test_view_models_name_the_views_columns(conn: sqlite3.Connection, view: str) -> None:
+    assert conn.execute("SELECT type FROM sqlite_master WHERE name = ?", (view,)).fetchone() == ("view",)
+    actual = [name for _, name, *_ in conn.execute(f"PRAGMA table_info({view})")]
+    assert actual == [c.name for c in _model_views()[view].columns]
 
 
 def _expected_column(column: sa.Column[Any]) -> tuple[str, str, int, Any, int]:

@@ -18,7 +18,8 @@ session (``store.session()`` on a store from ``localstore.open``, or ``session(p
     ('create', 'pending', {'label': 'new'}, True)
 
 (``MirrorRow`` holds the records as last pulled, ``WorkingRow`` the local edits and
-``ChangeRow`` the change log; tests/test_facade.py runs this example.)
+``ChangeRow`` the change log; ``RecordRow`` and ``ConflictRow`` read the ``records`` and
+``conflicts`` views; tests/test_facade.py runs this example.)
 
 ``schema.sql`` stays the one DDL: nothing here creates or alters tables, and
 ``tests/test_schema.py`` proves the two agree column by column. The sessions this
@@ -46,10 +47,12 @@ from localstore.store.jsontext import canonical
 
 __all__ = [
     "ChangeRow",
+    "ConflictRow",
     "DatasetRow",
     "IdMapRow",
     "JudgementRunRow",
     "MirrorRow",
+    "RecordRow",
     "SearchDirtyRow",
     "SearchDocRow",
     "SearchStateRow",
@@ -280,6 +283,46 @@ class SearchDocRow(SQLModel, table=True):
     role: str | None = _column(TEXT, nullable=True)
     content: str = _column(TEXT)
 
+
+# ------------------------------------------------------------------ views (read-only)
+
+
+class RecordRow(SQLModel, table=True):
+    """A record as you see it: the ``records`` view (the server's copy with your edits on
+    top, and your offline creates). ``sync_state`` is ``synced``, ``pending``,
+    ``in_flight`` or ``conflict``; ``updated_at`` is None for a create not yet pushed."""
+
+    __tablename__ = "records"
+
+    id: str = _column(TEXT, primary_key=True)
+    dataset_id: str = _column(TEXT)
+    created_at: str = _column(TEXT)
+    updated_at: str | None = _column(TEXT, nullable=True)
+    deleted_at: str | None = _column(TEXT, nullable=True)
+    source: str = _column(TEXT)
+    payload: dict[str, Any] | None = _column(JSONText, nullable=True)
+    properties: dict[str, Any] | None = _column(JSONText, nullable=True)
+    sync_state: str = _column(TEXT)
+
+
+class ConflictRow(SQLModel, table=True):
+    """An open conflict: the ``conflicts`` view. ``parts`` lists what conflicts (``payload``,
+    JSON Pointers such as ``/properties/label``, ``deleted`` …); ``base``, ``local`` and
+    ``remote`` are each ``{"payload": …, "properties": …}`` (None for a side that deleted)."""
+
+    __tablename__ = "conflicts"
+
+    record_id: str = _column(TEXT, primary_key=True)
+    dataset_id: str = _column(TEXT)
+    parts: list[str] | None = _column(JSONText, nullable=True)
+    base: dict[str, Any] | None = _column(JSONText, nullable=True)
+    local: dict[str, Any] | None = _column(JSONText, nullable=True)
+    remote: dict[str, Any] | None = _column(JSONText, nullable=True)
+    detected_at: str | None = _column(TEXT, nullable=True)
+
+
+# views of schema.sql mapped for select(); nothing writes through them
+VIEWS: tuple[type[SQLModel], ...] = (RecordRow, ConflictRow)
 
 TABLES: tuple[type[SQLModel], ...] = (
     DatasetRow,
