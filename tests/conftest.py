@@ -92,7 +92,9 @@ def sdk(emulator: EmulatorServer, api_key: str) -> Iterator[Any]:
 # ------------------------------------------------------------------ drill figures (issue #7)
 
 DRILL_COLUMNS = ("requests", "faults", "changes", "syncs", "kills", "lost", "duplicated")
-_DRILL_FIGURES = pytest.StashKey[dict[str, dict[str, Any]]]()
+# the figures travel on the test's reports (user_properties), so they reach the table
+# from pytest-xdist's workers as well
+_FIGURES_PROPERTY = "drill_figures"
 
 
 class DrillFigures:
@@ -102,13 +104,8 @@ class DrillFigures:
     duplicated=0)``; later calls add to earlier ones (numbers and per-kind counts add
     up), so a drill may record as it goes."""
 
-    def __init__(self, table: dict[str, dict[str, Any]], name: str) -> None:
-        self.name = name
-        self.table = table
-
-    @property
-    def figures(self) -> dict[str, Any]:
-        return self.table.setdefault(self.name, {})
+    def __init__(self, figures: dict[str, Any]) -> None:
+        self.figures = figures
 
     def record(self, **figures: Any) -> None:
         for key, value in figures.items():
@@ -126,8 +123,9 @@ class DrillFigures:
 
 @pytest.fixture
 def drill_figures(request: pytest.FixtureRequest) -> DrillFigures:
-    table = request.config.stash.setdefault(_DRILL_FIGURES, {})
-    return DrillFigures(table, request.node.nodeid)
+    figures: dict[str, Any] = {}
+    request.node.user_properties.append((_FIGURES_PROPERTY, figures))
+    return DrillFigures(figures)
 
 
 def _figure_cell(value: Any) -> str:
@@ -140,15 +138,18 @@ def _figure_cell(value: Any) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """The drills' figures as one table (printed under -q too)."""
-    table = config.stash.get(_DRILL_FIGURES, None)
-    if not table:
-        return
+    table: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, str] = {}
     for outcome in ("passed", "failed", "xfailed", "xpassed", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", None)
             if nodeid and (outcome == "error" or getattr(report, "when", "call") == "call"):
                 outcomes.setdefault(nodeid, outcome)
+                for name, value in getattr(report, "user_properties", ()):
+                    if name == _FIGURES_PROPERTY and value:
+                        table[nodeid] = value
+    if not table:
+        return
     extra = sorted({k for figures in table.values() for k in figures} - set(DRILL_COLUMNS))
     columns = ["drill", "outcome", *DRILL_COLUMNS, *extra]
     rows = [
