@@ -32,6 +32,7 @@ from localstore.ops import edits
 from localstore.ops import queries as views
 from localstore.ops.resolve import resolve
 from localstore.ops.search import catch_up, search
+from localstore.ops.sqlwrite import run_write
 from localstore.store.db import MIGRATIONS, SCHEMA_VERSION, Store
 from localstore.store.migrations import FTS_MIGRATION
 from localstore.sync.pull import pull
@@ -206,20 +207,16 @@ def test_search_equals_a_scan_through_pull_edits_sql_writes_remote_changes_rever
         assert {h.record_id for h in search(store, "zebrafruit", limit=None)} >= {created, ids[11]}
         assert ids[0] not in {h.record_id for h in search(store, "zebrafruit", limit=None)}
 
-        # "SQL writes": sql --write through `records` is another issue; the triggers see
-        # a direct write to the working copies the same way
-        with store.transaction() as conn:
-            conn.execute(
-                "UPDATE working SET payload = ? WHERE record_id = ?",
-                (json.dumps(_chat(("user", "purple quokka by sql"))), ids[10]),
-            )
-            conn.execute(
-                """INSERT INTO working (record_id, dataset_id, payload, base_payload, base_properties,
-                                        created_at)
-                   SELECT ?, ?, ?, payload, properties, ? FROM mirror WHERE id = ?""",
-                (ids[13], dataset_id, json.dumps(_chat(("assistant", "quokka via sql"))), TS, ids[13]),
-            )
+        # SQL writes through `records`, as `localstore sql --write` runs them
+        run_write(store, "UPDATE records SET payload = ? WHERE id = ?",
+                  (json.dumps(_chat(("user", "purple quokka by sql"))), ids[10]))
+        run_write(store, "UPDATE records SET payload = ? WHERE id = ?",
+                  (json.dumps(_chat(("assistant", "quokka via sql"))), ids[13]))
+        inserted = run_write(store, "INSERT INTO records (dataset_id, payload) VALUES (?, ?)",
+                             (dataset_id, json.dumps(_chat(("user", "a kiwano typed in sql")))))
+        assert inserted.queued is not None and len(inserted.queued.created_ids) == 1
         assert_index_true(store)
+        assert {h.record_id for h in search(store, "kiwano", limit=None)} == set(inserted.queued.created_ids)
 
         # remote changes, then a pull: mirror updates and removals
         emulator.state.update_payload(ids[20], _planted(payload_of[ids[20]], "quokka"))
@@ -347,11 +344,7 @@ def test_the_index_follows_any_local_state(
                 elif kind == "revert":
                     edits.revert(store, rid)
                 elif kind == "sql":
-                    with store.transaction() as conn:
-                        conn.execute(
-                            "UPDATE working SET payload = ? WHERE record_id = ? AND is_create = 0",
-                            (json.dumps(payload), rid),
-                        )
+                    run_write(store, "UPDATE records SET payload = ? WHERE id = ?", (json.dumps(payload), rid))
                 elif kind in ("remote", "remote-delete"):
                     with store.transaction():
                         gone = TS if kind == "remote-delete" else None
