@@ -54,7 +54,8 @@ from support.serverlog import EXISTS, GONE, MISSING, ServerLog, Write, key_part
 from localstore import files
 from localstore.api import Client, RetryPolicy
 from localstore.errors import LocalstoreError
-from localstore.files.fs import Manifest, canonical_uuid
+from localstore.files.fs import canonical_uuid
+from localstore.files.manifest import Manifest
 from localstore.ops import edits
 from localstore.ops.resolve import resolve
 from localstore.store import ledger
