@@ -26,7 +26,8 @@ from localstore import files
 from localstore.api import Client, RetryPolicy
 from localstore.core.jsonvalue import pretty
 from localstore.errors import UsageError
-from localstore.files.fs import MANIFEST_NAME, OBJECTS_NAME, FileProblem, parse_record
+from localstore.files.manifest import MANIFEST_NAME, OBJECTS_NAME
+from localstore.files.parse import FileProblem, parse_record
 from localstore.ops import queries as views
 from localstore.ops.edits import edit_record
 from localstore.ops.resolve import resolve

@@ -18,12 +18,8 @@ import pytest
 from localstore.api import Client, RetryPolicy
 from localstore.errors import NotFoundLocally, TransportError, UsageError
 from localstore.ops import edits
-from localstore.ops.judge import (
-    judge_records,
-    load_judge_definition,
-    select_records,
-    validate_judge_definition,
-)
+from localstore.ops.judge import judge_records, select_records
+from localstore.ops.judge_definition import load_judge_definition, validate_judge_definition
 from localstore.ops.queries import run_sql
 from localstore.store.db import Store
 from localstore.sync.pull import pull

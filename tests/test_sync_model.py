@@ -54,13 +54,14 @@ from support.serverlog import EXISTS, GONE, MISSING, ServerLog, Write, key_part
 from localstore import files
 from localstore.api import Client, RetryPolicy
 from localstore.errors import LocalstoreError
-from localstore.files.fs import Manifest, canonical_uuid
+from localstore.files.fs import canonical_uuid
+from localstore.files.manifest import Manifest
 from localstore.ops import edits
 from localstore.ops.resolve import resolve
 from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.jsontext import canonical
-from localstore.sync import pull as pull_module
+from localstore.sync import listing
 from localstore.sync.pull import pull
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer
@@ -1004,7 +1005,7 @@ def test_sync_keeps_its_promises_under_an_adversary(
 ) -> None:
     # pages of two records: a handful of records make a listing of several pages, so
     # records deleted while it is read shift the later ones
-    monkeypatch.setattr(pull_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
     figures = Figures()
     client = Client(model_server.url, api_key, retry=FAST_RETRY)
     machine = make_machine(model_server, api_key, client, figures)

@@ -42,7 +42,8 @@ def judge(
       localstore judge --where "json_extract(properties, '$.label') = 'escalated'" --judge-file j.json
     """
     from localstore.ops.judge import JudgeReport as Report
-    from localstore.ops.judge import judge_records, load_judge_definition, select_records
+    from localstore.ops.judge import judge_records, select_records
+    from localstore.ops.judge_definition import load_judge_definition
 
     if record_ids and where is not None:
         raise UsageError("give RECORD_IDs or --where, not both")

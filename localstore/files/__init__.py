@@ -7,7 +7,7 @@ and the watcher (localstore.files.watcher) turns edits of those files into queue
     refresh_files(store, "records/")                # after a sync: the store's state on disk
     watch(store, "records/", client_factory=..., sync_every=60, stop_event=event)
 
-A hidden manifest (localstore.files.fs) remembers, for each file, the bytes last written
+A hidden manifest (localstore.files.manifest) remembers, for each file, the bytes last written
 or processed: a file whose bytes still match was not edited since, so it may be
 refreshed or removed; any other file holds the user's edits and is never overwritten.
 It also remembers the versions each file was written from: a save is merged 3-way

@@ -17,21 +17,17 @@ from localstore.core.merge import Content, merge_properties, merge_value
 from localstore.core.plan import Remote
 from localstore.errors import LocalstoreError, UsageError
 from localstore.files.fs import (
-    Entry,
-    FileProblem,
     Folder,
-    Manifest,
-    Objects,
     Unsafe,
-    Version,
     canonical_uuid,
     checkout_root,
     is_record_name,
-    parse_record,
     part_hash,
     sha256,
     split_rel,
 )
+from localstore.files.manifest import Entry, Manifest, Objects, Version
+from localstore.files.parse import FileProblem, parse_record
 from localstore.files.refresh import CheckoutReport, refresh
 from localstore.ops.edits import add_record, resolve_record_id, validate_object
 from localstore.store import ledger

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from localstore.core.jsonvalue import pretty
 from localstore.files.fs import (
-    Entry,
     Unsafe,
-    Version,
     canonical_uuid,
     conflict_rel,
     content_hash,
@@ -26,6 +24,7 @@ from localstore.files.fs import (
     render,
     sha256,
 )
+from localstore.files.manifest import Entry, Version
 from localstore.ops.edits import resolve_record_id
 from localstore.ops.queries import conflict_list
 

@@ -44,17 +44,17 @@ from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.ledger import InFlight, PartOutcome
 from localstore.store.mirror import set_mirror_content, upsert_mirror_rows
-from localstore.sync import pull as pull_module
-from localstore.sync.pull import (
-    Listed,
+from localstore.sync import listing
+from localstore.sync.listing import (
     Progress,
     confirm_creates,
     dataset_gone,
     get_many,
     list_dataset,
     lookup_errors,
-    pull_dataset,
 )
+from localstore.sync.mirror_writer import Listed
+from localstore.sync.pull import pull_dataset
 from localstore.sync.report import SyncReport
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class _Run:
         if not edits:
             return False
         mirrored = self.store.scalar("SELECT count(*) FROM mirror WHERE dataset_id = ?", (dataset_id,))
-        return -(-mirrored // pull_module.PAGE_SIZE) <= len(edits)
+        return -(-mirrored // listing.PAGE_SIZE) <= len(edits)
 
     # ------------------------------------------------------------ remote state
 

@@ -1,0 +1,192 @@
+"""Writing one dataset's listing into the mirror (``MirrorWriter``), and what it did
+(``Listed``).
+
+Pages are written into the mirror as they arrive, a batch at a time in short
+transactions (memory stays flat, other processes can edit meanwhile, and the writing
+overlaps the next pages' requests): new records and records whose content changed —
+compared on every pull, not just by ``updated_at`` (two writes in one millisecond share
+it) — with their full-text rows, indexed in bulk. Working copies are never touched by a
+pull. Nothing is removed until the whole listing is read; the mirrored records it did
+not show are left to localstore.sync.listing to look up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from localstore.core.jsonvalue import json_equal
+from localstore.core.timestamps import now_ts
+from localstore.store import ledger
+from localstore.store.db import Store
+from localstore.store.jsontext import canonical
+from localstore.store.mirror import MIRROR_UPSERT
+
+if TYPE_CHECKING:
+    from localstore.core.record import Record
+
+WRITE_BATCH = 1000  # records per transaction while a listing is written
+
+
+@dataclass
+class Listed:
+    """What a whole listing of one dataset did to the mirror (its ids stay in
+    ``temp.seen`` until the next listing): the mirrored records it did not show, to be
+    looked up, and the creates it recognised (provisional id -> the server's record)."""
+
+    dataset_id: str
+    count: int
+    complete: bool
+    problems: list[str]
+    records: int = 0
+    removed: int = 0
+    conflicts: int = 0
+    missing: list[str] = field(default_factory=list)
+    adopted: dict[str, Any] = field(default_factory=dict)
+
+
+class MirrorWriter:
+    """Writes one dataset's listing into the mirror, batch by batch. Records in
+    ``exclude`` (a live collection: sync adds the records it writes to) keep their row."""
+
+    def __init__(
+        self, store: Store, dataset_id: str, *, dataset: Any = None,
+        exclude: Collection[str] = (), write: bool = True,
+    ) -> None:
+        self.store = store
+        self.conn = store.conn
+        self.dataset_id = dataset_id
+        self.dataset = dataset
+        self.exclude = exclude
+        self.write = write
+        self.started = False
+        self.batch: list[Record] = []
+        self.seen = 0
+        self.removed = self.conflicts = 0
+        self.adopted: dict[str, Any] = {}
+        self.unmatched_new = False
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.seen")
+        self.creating = write and bool(ledger.creates_in_flight(conn, dataset_id))
+
+    def add(self, records: Iterable[Record]) -> None:
+        self.batch.extend(records)
+        if len(self.batch) >= WRITE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.batch = self.batch, []
+        self.seen += len(batch)
+        if not batch or not self.write:
+            return
+        with self.store.transaction() as conn:
+            if not self.started:
+                self.started = True
+                if self.dataset is not None:
+                    self.store.upsert_dataset(self.dataset, tracked=True)
+                self.store.ensure_dataset(self.dataset_id)
+            conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", [(r.id,) for r in batch])
+            if self.creating:
+                self._adopt(conn, batch)
+            rows, text_changed, gone = self._changed(conn, batch)
+            # the full-text index catches up on these when it is next read, in bulk
+            conn.execute("UPDATE search_state SET deferred = 1")
+            conn.executemany(MIRROR_UPSERT, rows)
+            conn.execute("UPDATE search_state SET deferred = 0")
+            conn.executemany("INSERT OR IGNORE INTO search_dirty (record_id) VALUES (?)",
+                             [(r.id,) for r in text_changed])
+            for rid in gone:
+                outcome = ledger.remote_gone(conn, rid)
+                self.removed += outcome == "removed"
+                self.conflicts += outcome == "conflict"
+
+    def _changed(
+        self, conn: sqlite3.Connection, batch: list[Record]
+    ) -> tuple[list[tuple[Any, ...]], list[Record], list[str]]:
+        """Rows to write (new, or differing from the mirror), the records among them whose
+        text may have changed, and the ids listed as deleted."""
+        known = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                f"""SELECT id, updated_at, deleted_at, payload, properties FROM mirror
+                    WHERE id IN ({','.join('?' * len(batch))})""",
+                [r.id for r in batch],
+            )
+        }
+        rows, text_changed, gone = [], [], []
+        for r in batch:
+            if r.id in self.exclude:
+                continue
+            if r.deleted_at is not None:
+                gone.append(r.id)
+                continue
+            payload, properties = canonical(r.payload), canonical(r.properties)
+            mirrored = known.get(r.id)
+            changed_text = mirrored is None or mirrored[1] is not None or mirrored[2] != payload
+            if changed_text or mirrored[0] != r.updated_at or mirrored[3] != properties:  # type: ignore[index]
+                rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, None, r.source,
+                             payload, properties))
+                if changed_text:
+                    text_changed.append(r)
+        return rows, text_changed, gone
+
+    def _adopt(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+        """Creates left in flight (their answer lost): a listed record this store has
+        never seen, with exactly the body that was POSTed, is that create."""
+        ids = [r.id for r in batch]
+        marks = ",".join("?" * len(ids))
+        seen_before = {
+            row[0] for row in conn.execute(
+                f"""SELECT id FROM mirror WHERE id IN ({marks})
+                    UNION SELECT server_id FROM id_map WHERE server_id IN ({marks})""",
+                ids + ids,
+            )
+        }
+        new = sorted((r for r in batch if r.id not in seen_before and r.deleted_at is None),
+                     key=lambda r: (r.created_at, r.id))
+        for record in new:
+            for rid, body in ledger.creates_in_flight(conn, self.dataset_id):
+                if json_equal(record.payload, body["payload"]) and json_equal(
+                    record.properties, body.get("properties") or {}
+                ):
+                    ledger.create_landed(conn, rid, record)
+                    self.adopted[rid] = record
+                    break
+            else:
+                self.unmatched_new = True
+
+    def finish(self, listing: Any) -> Listed:
+        """After the last page: which mirrored records the listing did not show."""
+        self.flush()
+        listed = Listed(self.dataset_id, listing.count, listing.complete, list(listing.problems),
+                        records=self.seen, removed=self.removed, conflicts=self.conflicts,
+                        adopted=self.adopted)
+        if not self.write:
+            return listed
+        with self.store.transaction() as conn:
+            if not self.started and self.dataset is not None:
+                self.store.upsert_dataset(self.dataset, tracked=True)
+            self.store.ensure_dataset(self.dataset_id)
+            distinct = conn.execute("SELECT count(*) FROM temp.seen").fetchone()[0]
+            if distinct != listing.count:
+                listed.complete = False
+                listed.problems.append(f"saw {distinct} distinct records, count is {listing.count}")
+            if self.creating and self.unmatched_new:
+                # new records, none exactly what was POSTed: one may be a create of ours
+                # that someone changed since; once mirrored it is never a candidate again
+                for rid, _ in ledger.creates_in_flight(conn, self.dataset_id, undecided_only=True):
+                    ledger.create_unconfirmed(conn, rid)
+            listed.missing = [
+                r[0]
+                for r in conn.execute(
+                    """SELECT id FROM mirror AS m WHERE m.dataset_id = ? AND m.deleted_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM temp.seen AS s WHERE s.id = m.id)""",
+                    (self.dataset_id,),
+                )
+                if r[0] not in self.exclude
+            ]
+            conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), self.dataset_id))
+        return listed
