@@ -9,6 +9,7 @@ Imports inside functions count (they hide cycles as well as any); imports under
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -308,3 +309,21 @@ def test_no_package_attribute_shadows_a_submodule() -> None:
                 ]
             bad += [f"{module.name}.{n}" for n in names if f"{module.name}.{n}" in MODULES]
     assert not bad, "names bound in a package's __init__ that are also its submodules: " + ", ".join(bad)
+
+
+# SQL that writes the record state: the working copies and the change log
+_WRITES_RECORD_STATE = re.compile(
+    r"\b(INSERT(\s+OR\s+[A-Z]+)?\s+INTO|UPDATE(\s+OR\s+[A-Z]+)?|DELETE\s+FROM|REPLACE\s+INTO)\s+(main\.)?(working|changes)\b"
+)
+
+
+def test_only_the_ledger_writes_working_copies_and_the_change_log() -> None:
+    """State has one owner: `localstore/store/ledger/` is the only code whose SQL writes
+    `working` or `changes` (everything else calls its named transitions)."""
+    writers = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "localstore").rglob("*.py")
+        if _WRITES_RECORD_STATE.search(path.read_text(encoding="utf-8"))
+    )
+    assert "localstore/store/ledger/edits.py" in writers  # the pattern does find writes
+    assert [w for w in writers if not w.startswith("localstore/store/ledger/")] == []
