@@ -17,12 +17,20 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from localstore.core.jsonvalue import json_equal
 from localstore.core.timestamps import now_ts
 from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.jsontext import canonical
-from localstore.store.mirror import MIRROR_UPSERT
+from localstore.store.mirror import (
+    MIRROR_UPSERT,
+    BatchRow,
+    batch_text,
+    changed_in_batch,
+    upsert_batch,
+)
 
 if TYPE_CHECKING:
     from localstore.core.record import Record
@@ -88,16 +96,20 @@ class MirrorWriter:
                 if self.dataset is not None:
                     self.store.upsert_dataset(self.dataset, tracked=True)
                 self.store.ensure_dataset(self.dataset_id)
-            conn.executemany("INSERT OR IGNORE INTO temp.seen (id) VALUES (?)", [(r.id,) for r in batch])
+            conn.execute("INSERT OR IGNORE INTO temp.seen (id) SELECT value FROM json_each(?)",
+                         (orjson.dumps([r.id for r in batch]).decode(),))
             if self.creating:
                 self._adopt(conn, batch)
-            rows, text_changed, gone = self._changed(conn, batch)
+            rows, text, text_changed, gone = self._changed(conn, batch)
             # the full-text index catches up on these when it is next read, in bulk
             conn.execute("UPDATE search_state SET deferred = 1")
-            conn.executemany(MIRROR_UPSERT, rows)
+            if text is not None:
+                upsert_batch(conn, text)
+            else:
+                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in rows])
             conn.execute("UPDATE search_state SET deferred = 0")
-            conn.executemany("INSERT OR IGNORE INTO search_dirty (record_id) VALUES (?)",
-                             [(r.id,) for r in text_changed])
+            conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
+                         (orjson.dumps([r.id for r in text_changed]).decode(),))
             for rid in gone:
                 outcome = ledger.remote_gone(conn, rid)
                 self.removed += outcome == "removed"
@@ -105,33 +117,51 @@ class MirrorWriter:
 
     def _changed(
         self, conn: sqlite3.Connection, batch: list[Record]
-    ) -> tuple[list[tuple[Any, ...]], list[Record], list[str]]:
-        """Rows to write (new, or differing from the mirror), the records among them whose
-        text may have changed, and the ids listed as deleted."""
-        known = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                f"""SELECT id, updated_at, deleted_at, payload, properties FROM mirror
-                    WHERE id IN ({','.join('?' * len(batch))})""",
-                [r.id for r in batch],
-            )
-        }
-        rows, text_changed, gone = [], [], []
+    ) -> tuple[list[BatchRow], str | None, list[Record], list[str]]:
+        """Rows to write (new, or differing from the mirror) and the same as one JSON
+        text (None: write them row by row), the records among them whose text may have
+        changed, and the ids listed as deleted."""
+        listed: list[Record] = []
+        candidates: list[BatchRow] = []
+        gone: list[str] = []
         for r in batch:
             if r.id in self.exclude:
                 continue
             if r.deleted_at is not None:
                 gone.append(r.id)
                 continue
-            payload, properties = canonical(r.payload), canonical(r.properties)
-            mirrored = known.get(r.id)
-            changed_text = mirrored is None or mirrored[1] is not None or mirrored[2] != payload
-            if changed_text or mirrored[0] != r.updated_at or mirrored[3] != properties:  # type: ignore[index]
-                rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, None, r.source,
-                             payload, properties))
-                if changed_text:
-                    text_changed.append(r)
-        return rows, text_changed, gone
+            listed.append(r)
+            candidates.append((r.id, r.dataset_id, r.created_at, r.updated_at, r.source,
+                               canonical(r.payload), canonical(r.properties)))
+        text = batch_text(candidates)
+        if text is None:
+            changed = self._changed_row_by_row(conn, candidates)
+        else:
+            changed = changed_in_batch(conn, text)
+        rows = [candidates[i] for i, _ in changed]
+        text_changed = [listed[i] for i, payload_may_differ in changed if payload_may_differ]
+        if text is not None and len(rows) != len(candidates):
+            text = batch_text(rows)
+        return rows, text, text_changed, gone
+
+    @staticmethod
+    def _changed_row_by_row(conn: sqlite3.Connection, candidates: list[BatchRow]) -> list[tuple[int, bool]]:
+        """``changed_in_batch`` for a batch that cannot travel as JSON text."""
+        known = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                f"""SELECT id, updated_at, deleted_at, payload, properties FROM mirror
+                    WHERE id IN ({','.join('?' * len(candidates))})""",
+                [c[0] for c in candidates],
+            )
+        }
+        changed = []
+        for index, (rid, _, _, updated_at, _, payload, properties) in enumerate(candidates):
+            mirrored = known.get(rid)
+            payload_may_differ = mirrored is None or mirrored[1] is not None or mirrored[2] != payload
+            if payload_may_differ or mirrored[0] != updated_at or mirrored[3] != properties:  # type: ignore[index]
+                changed.append((index, payload_may_differ))
+        return changed
 
     def _adopt(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
         """Creates left in flight (their answer lost): a listed record this store has
