@@ -35,7 +35,7 @@ from localstore.store.mirror import (
 if TYPE_CHECKING:
     from localstore.core.record import Record
 
-WRITE_BATCH = 1000  # records per transaction while a listing is written
+WRITE_BATCH = 2500  # records per transaction while a listing is written (see the commit for why 2500)
 
 
 @dataclass
@@ -70,7 +70,12 @@ class MirrorWriter:
         self.exclude = exclude
         self.write = write
         self.started = False
-        self.batch: list[Record] = []
+        # the batch being gathered, already in the form it is written in (a page's
+        # records are not kept alive until the batch is written: memory stays flat)
+        self.batch_ids: list[str] = []
+        self.batch_rows: list[BatchRow] = []
+        self.batch_gone: list[str] = []
+        self.batch_records: list[Record] = []  # only while creates are in flight (_adopt)
         self.seen = 0
         self.removed = self.conflicts = 0
         self.adopted: dict[str, Any] = {}
@@ -81,14 +86,23 @@ class MirrorWriter:
         self.creating = write and bool(ledger.creates_in_flight(conn, dataset_id))
 
     def add(self, records: Iterable[Record]) -> None:
-        self.batch.extend(records)
-        if len(self.batch) >= WRITE_BATCH:
+        for r in records:
+            self.batch_ids.append(r.id)
+            if r.deleted_at is not None:
+                self.batch_gone.append(r.id)
+            elif self.write:
+                self.batch_rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, r.source,
+                                        canonical(r.payload), canonical(r.properties)))
+            if self.creating:
+                self.batch_records.append(r)
+        if len(self.batch_ids) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        batch, self.batch = self.batch, []
-        self.seen += len(batch)
-        if not batch or not self.write:
+        ids, rows, gone, records = self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records
+        self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records = [], [], [], []
+        self.seen += len(ids)
+        if not ids or not self.write:
             return
         with self.store.transaction() as conn:
             if not self.started:
@@ -97,52 +111,45 @@ class MirrorWriter:
                     self.store.upsert_dataset(self.dataset, tracked=True)
                 self.store.ensure_dataset(self.dataset_id)
             conn.execute("INSERT OR IGNORE INTO temp.seen (id) SELECT value FROM json_each(?)",
-                         (orjson.dumps([r.id for r in batch]).decode(),))
+                         (orjson.dumps(ids).decode(),))
             if self.creating:
-                self._adopt(conn, batch)
-            rows, text, text_changed, gone = self._changed(conn, batch)
+                self._adopt(conn, records)
+            # records sync is writing itself keep their row (checked now: the set grows)
+            rows = [row for row in rows if row[0] not in self.exclude]
+            changed, text, text_changed = self._changed(conn, rows)
             # the full-text index catches up on these when it is next read, in bulk
             conn.execute("UPDATE search_state SET deferred = 1")
             if text is not None:
                 upsert_batch(conn, text)
             else:
-                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in rows])
+                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in changed])
             conn.execute("UPDATE search_state SET deferred = 0")
             conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
-                         (orjson.dumps([r.id for r in text_changed]).decode(),))
+                         (orjson.dumps(text_changed).decode(),))
             for rid in gone:
+                if rid in self.exclude:
+                    continue
                 outcome = ledger.remote_gone(conn, rid)
                 self.removed += outcome == "removed"
                 self.conflicts += outcome == "conflict"
 
     def _changed(
-        self, conn: sqlite3.Connection, batch: list[Record]
-    ) -> tuple[list[BatchRow], str | None, list[Record], list[str]]:
-        """Rows to write (new, or differing from the mirror) and the same as one JSON
-        text (None: write them row by row), the records among them whose text may have
-        changed, and the ids listed as deleted."""
-        listed: list[Record] = []
-        candidates: list[BatchRow] = []
-        gone: list[str] = []
-        for r in batch:
-            if r.id in self.exclude:
-                continue
-            if r.deleted_at is not None:
-                gone.append(r.id)
-                continue
-            listed.append(r)
-            candidates.append((r.id, r.dataset_id, r.created_at, r.updated_at, r.source,
-                               canonical(r.payload), canonical(r.properties)))
+        self, conn: sqlite3.Connection, candidates: list[BatchRow]
+    ) -> tuple[list[BatchRow], str | None, list[str]]:
+        """The rows that are new or differ from the mirror, the same as one JSON text
+        (None: write them row by row), and the ids among them whose text may have changed."""
+        if not candidates:
+            return [], None, []
         text = batch_text(candidates)
         if text is None:
             changed = self._changed_row_by_row(conn, candidates)
         else:
             changed = changed_in_batch(conn, text)
         rows = [candidates[i] for i, _ in changed]
-        text_changed = [listed[i] for i, payload_may_differ in changed if payload_may_differ]
+        text_changed = [candidates[i][0] for i, payload_may_differ in changed if payload_may_differ]
         if text is not None and len(rows) != len(candidates):
-            text = batch_text(rows)
-        return rows, text, text_changed, gone
+            text = batch_text(rows) if rows else None
+        return rows, text, text_changed
 
     @staticmethod
     def _changed_row_by_row(conn: sqlite3.Connection, candidates: list[BatchRow]) -> list[tuple[int, bool]]:
