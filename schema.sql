@@ -3,7 +3,7 @@
 -- Timestamps are ISO 8601 UTC strings (2026-11-25T18:51:57.123456Z); payload and
 -- properties are JSON text, so json_extract(properties, '$.label') works.
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 -- Datasets the store knows; `tracked` ones are pulled by a bare `pull` and by `sync`.
 CREATE TABLE datasets (
@@ -31,6 +31,9 @@ CREATE TABLE mirror (
     properties TEXT NOT NULL CHECK (json_type(properties) = 'object')
 );
 CREATE INDEX mirror_by_dataset ON mirror (dataset_id, created_at, id);
+-- The few tombstones (kept while a working copy refers to them): counting live records is
+-- count(*) less these, not a scan of every row.
+CREATE INDEX IF NOT EXISTS mirror_tombstones ON mirror (id) WHERE deleted_at IS NOT NULL;
 
 -- Working copies: one row per record with local work not yet settled with the server.
 -- Only localstore.ledger writes here and to `changes`. `payload` / `properties` hold

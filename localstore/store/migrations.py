@@ -70,7 +70,7 @@ INSERT INTO search_fts (search_fts) VALUES ('rebuild');
 DROP VIEW temp.fts_source;
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migrations from version N to N+1, applied in order inside one transaction each. They
 # change tables; views and triggers are derived and made anew from schema.sql after
@@ -118,4 +118,6 @@ ALTER TABLE changes ADD COLUMN sent TEXT;
 """,
     # 2 -> 3: the full-text search index (localstore.store.migrations)
     2: FTS_MIGRATION,
+    # 3 -> 4: an index of the tombstones, so `status` counts live records without a scan
+    3: "CREATE INDEX IF NOT EXISTS mirror_tombstones ON mirror (id) WHERE deleted_at IS NOT NULL;",
 }
