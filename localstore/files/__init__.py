@@ -18,24 +18,19 @@ a removed file's delete is made against the version the file showed.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from localstore.core.ids import parse_uuid
 from localstore.errors import UsageError
 from localstore.files.checkout_dir import Change, Checkout, CheckoutReport, FileOutcome
+from localstore.files.watcher import WatchReport, watch
 from localstore.store.db import Store
-
-if TYPE_CHECKING:
-    from localstore.api import Client
-    from localstore.files.watcher import WatchReport
 
 __all__ = [
     "Change",
     "Checkout",
     "CheckoutReport",
     "FileOutcome",
+    "WatchReport",
     "apply_file_event",
     "checkout",
     "refresh_files",
@@ -85,27 +80,3 @@ def apply_file_event(store: Store, directory: str | os.PathLike[str], path: str 
         outcome = co.apply(path)
         co.save()
     return outcome
-
-
-def watch(
-    store: Store,
-    directory: str | os.PathLike[str],
-    *,
-    client_factory: Callable[[], Client] | None = None,
-    sync_every: float | None = None,
-    stop_event: threading.Event | None = None,
-    on_message: Callable[[str], None] = print,
-    ready: Callable[[], None] | None = None,
-    debounce_ms: int = 800,
-    tick_ms: int = 500,
-    grace: float = 2.0,
-    settle_ms: int = 400,
-) -> WatchReport:
-    """Watch a checkout until ``stop_event`` is set; see localstore.files.watcher.watch."""
-    from localstore.files.watcher import watch as run
-
-    return run(
-        store, directory, client_factory=client_factory, sync_every=sync_every, stop_event=stop_event,
-        on_message=on_message, ready=ready, debounce_ms=debounce_ms, tick_ms=tick_ms, grace=grace,
-        settle_ms=settle_ms,
-    )
