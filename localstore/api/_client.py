@@ -38,7 +38,7 @@ from localstore.api._decode import (
     short,
 )
 from localstore.api._models import Dataset, JudgeOutput, Record, RecordPage
-from localstore.api._pagination import Listing, ListingIterator, check_next_link
+from localstore.api._pagination import ListingIterator, check_next_link
 from localstore.api._retry import (
     RETRYABLE_STATUSES,
     AttemptFailed,
@@ -53,24 +53,11 @@ from localstore.errors import (
     ProtocolError,
     TransportError,
     UsageError,
-    outcome_unknown,
     status_error,
 )
 from localstore.version import __version__
 
-__all__ = [
-    "DEFAULT_SERVER_URL",
-    "DEFAULT_TIMEOUT",
-    "Client",
-    "Dataset",
-    "JudgeOutput",
-    "Listing",
-    "ListingIterator",
-    "Record",
-    "RecordPage",
-    "RetryPolicy",
-    "outcome_unknown",
-]
+__all__ = ["API_KEY_ENV", "DEFAULT_SERVER_URL", "DEFAULT_TIMEOUT", "SERVER_URL_ENV", "Client"]
 
 DEFAULT_SERVER_URL = "https://api.mistral.ai"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
