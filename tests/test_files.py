@@ -15,12 +15,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support.wait import wait_until
 
 from localstore import files
 from localstore.api import Client, RetryPolicy
@@ -38,21 +38,10 @@ from localstore_emulator import EmulatorServer
 
 pytestmark = pytest.mark.slow  # end-to-end (the CLI as subprocesses, drills): the full run has them, `-m 'not slow'` does not
 
-T = TypeVar("T")
 WAIT = 30.0  # upper bound of every wait; a passing test waits far less
 CLI = [sys.executable, "-c", "from localstore.cli import main; main()"]
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = WAIT) -> T:
-    """Poll ``condition`` until it is truthy (bounded); return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------ fixtures

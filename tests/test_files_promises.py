@@ -18,32 +18,22 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
 from support.cli import EXIT_CONFLICTS, Cli, content_counts, server_records
+from support.wait import wait_until
 
 pytestmark = pytest.mark.slow  # each starts `localstore watch` processes (2-5 s; the SIGKILL loop ~20 s)
 
-T = TypeVar("T")
 WAIT = 30.0
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Watch:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from ptyrun import run_in_pty
 from support.cli import EXIT_OK, Cli, content, content_counts, content_key, server_records
+from support.wait import wait_until
 
 from localstore.api import Client
 from localstore.errors import Interrupted
@@ -45,13 +46,7 @@ SLOW_MS = 3000  # requests that are surely still in flight when the process is g
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll until ``predicate()`` is truthy; the timeout only keeps a broken run from hanging."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-    return value
+    return wait_until(predicate, what, timeout, interval=0.005)
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ from support.cli import (
     content_key,
     server_records,
 )
+from support.wait import wait_until
 
 from localstore.ops import edits
 from localstore.store.db import Store
@@ -89,16 +90,7 @@ def dump(db: Path) -> str:
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT_TIMEOUT) -> Any:
-    """Poll until ``predicate()`` is truthy (returns it); a bounded wait, not an assertion
-    on time: the timeout only keeps a broken run from hanging."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    return wait_until(predicate, what, timeout, interval=0.005)
 
 
 class StoreProbe:
