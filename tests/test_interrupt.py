@@ -26,7 +26,15 @@ from typing import Any
 
 import pytest
 from ptyrun import run_in_pty
-from support.cli import EXIT_OK, Cli, content, content_counts, content_key, server_records
+from support.cli import (
+    EXIT_OK,
+    Cli,
+    content,
+    content_counts,
+    content_key,
+    integrity,
+    server_records,
+)
 from support.wait import wait_until
 
 from localstore.api import Client
@@ -141,14 +149,6 @@ def check_converged(cli: Cli, sdk: Mistral, intent: Intent) -> None:
     assert len(held) == len(intent.want) + len(intent.creates)
     status = cli.json("status")
     assert (status["pending"], status["conflicts"], status["rejected"]) == (0, 0, 0), status
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def reported_is_on_server(report: dict[str, Any], intent: Intent, sdk: Mistral) -> None:

@@ -44,6 +44,7 @@ from support.cli import (
     content,
     content_counts,
     content_key,
+    integrity,
     server_records,
 )
 from support.wait import wait_until
@@ -71,14 +72,6 @@ def local_records(db: Path, dataset_id: str) -> dict[str, Content]:
     finally:
         conn.close()
     return {r[0]: content(json.loads(r[1]), json.loads(r[2])) for r in rows}
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def dump(db: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -104,3 +105,12 @@ def server_records(sdk: Any, dataset_id: str) -> dict[str, dict[str, Any]]:
 
 def content_counts(records: dict[str, dict[str, Any]]) -> Counter[str]:
     return Counter(content_key(r) for r in records.values())
+
+
+def integrity(db: Path) -> str:
+    """SQLite's own check of a store file: "ok" when it is sound."""
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
