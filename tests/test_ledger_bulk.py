@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from localstore.core.record import Record
 from localstore.errors import LocalstoreError
 from localstore.store import ledger
 from localstore.store.db import _split_sql, schema_sql
@@ -53,16 +53,6 @@ payloads = st.sampled_from(PAYLOADS)
 properties = st.sampled_from(PROPERTIES)
 
 
-@dataclass(frozen=True)
-class Rec:
-    id: str
-    dataset_id: str
-    created_at: str
-    updated_at: str
-    deleted_at: str | None
-    source: str
-    payload: dict[str, Any]
-    properties: dict[str, Any]
 
 
 def new_conn() -> sqlite3.Connection:
@@ -149,7 +139,7 @@ def stores(draw: st.DrawFn) -> tuple[sqlite3.Connection, list[str]]:
     conn = new_conn()
     n = draw(st.integers(1, 6))
     records = [
-        Rec(f"00000000-0000-4000-8000-{i:012x}", DATASETS[i % 2], "2026-01-01T00:00:00.000Z",
+        Record(f"00000000-0000-4000-8000-{i:012x}", DATASETS[i % 2], "2026-01-01T00:00:00.000Z",
             f"2026-01-0{1 + i % 9}T00:00:00.000Z", None, "DIRECT_INPUT",
             draw(payloads), draw(properties))
         for i in range(1, n + 1)
@@ -308,7 +298,7 @@ def test_create_many_is_a_loop_of_create(data: st.DataObject, store: tuple[sqlit
 def small() -> Iterator[sqlite3.Connection]:
     conn = new_conn()
     upsert_mirror_rows(conn, [
-        Rec(f"00000000-0000-4000-8000-{i:012x}", DATASETS[0], "2026-01-01T00:00:00.000Z",
+        Record(f"00000000-0000-4000-8000-{i:012x}", DATASETS[0], "2026-01-01T00:00:00.000Z",
             "2026-01-01T00:00:00.000Z", None, "DIRECT_INPUT", PAYLOADS[0], {"label": "a", "score": 1})
         for i in range(1, 5)
     ])
