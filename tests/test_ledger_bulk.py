@@ -12,6 +12,7 @@ both must refuse with the same error and leave the store as it was.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -328,3 +329,52 @@ def test_a_record_given_twice_is_a_programming_error(small: sqlite3.Connection) 
     rid = small.execute("SELECT id FROM mirror LIMIT 1").fetchone()[0]
     with pytest.raises(ValueError, match="at most once"):
         ledger_bulk.edit_many(small, [(rid, None, {}), (rid, None, {"x": 1})])
+
+
+# ------------------------------------------------------------------ sync's batch transitions
+
+
+def _mirror_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM mirror ORDER BY id").fetchall()
+
+
+@pytest.mark.slow
+@SETTINGS
+@given(data=st.data(), store=stores())
+def test_begin_deletes_and_deletes_done_are_loops_of_the_single_transitions(
+    data: st.DataObject, store: tuple[sqlite3.Connection, list[str]]
+) -> None:
+    """What sync does to a page of records it deletes — mark them in flight, then settle
+    each as sent, rejected or unknown — in batches and one by one gives the same store."""
+    conn, ids = store
+    conn.execute("BEGIN")
+    for rid in data.draw(st.lists(st.sampled_from(ids), unique=True, min_size=1)):
+        with contextlib.suppress(LocalstoreError):  # not in the store
+            ledger.delete(conn, rid)
+    conn.execute("COMMIT")
+    deleting = [w for w in ledger.load_work(conn) if w.kind == "delete"]
+    chosen = data.draw(st.lists(st.sampled_from(deleting), unique_by=lambda w: w.record_id, min_size=1)) if deleting else []
+    outcomes = data.draw(st.lists(
+        st.tuples(st.sampled_from(["sent", "sent", "rejected", "unknown"]), st.none() | st.just("no")),
+        min_size=len(chosen), max_size=len(chosen),
+    ))
+    event(f"{len(chosen)} deletes")
+    flights: dict[str, list[ledger.InFlight]] = {}
+
+    def bulk(c: sqlite3.Connection) -> None:
+        flights["bulk"] = ledger.begin_deletes(c, chosen)
+        ledger.deletes_done(c, [(f, *o) for f, o in zip(flights["bulk"], outcomes, strict=True)])  # type: ignore[misc]
+
+    def loop(c: sqlite3.Connection) -> None:
+        flights["loop"] = [ledger.begin_delete(c, w) for w in chosen]
+        for flight, (outcome, message) in zip(flights["loop"], outcomes, strict=True):
+            ledger.delete_done(c, flight, outcome, message)  # type: ignore[arg-type]
+
+    a, b = copy_of(conn), copy_of(conn)
+    known = set(ids)
+    assert run(a, bulk) is None and run(b, loop) is None
+    assert flights["bulk"] == flights["loop"]
+    for c in (a, b):  # when it was pushed is a clock reading: whether it was is compared
+        c.execute("UPDATE changes SET pushed_at = pushed_at IS NOT NULL")
+    assert snapshot(a, known) == snapshot(b, known)
+    assert _mirror_rows(a) == _mirror_rows(b)

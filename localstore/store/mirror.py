@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -21,6 +21,27 @@ def set_mirror_content(
            WHERE id = ?""",
         (updated_at, canonical(payload), canonical(properties), rid),
     )
+
+
+SET_CONTENTS = """
+UPDATE mirror SET updated_at = b.value ->> 1, payload = b.value ->> 2, properties = b.value ->> 3,
+                  deleted_at = NULL
+FROM json_each(:rows) AS b WHERE mirror.id = b.value ->> 0
+"""
+
+
+def set_mirror_contents(conn: sqlite3.Connection, rows: list[tuple[str, str, Any, Any]]) -> None:
+    """:func:`set_mirror_content` for many records — (id, updated_at, payload,
+    properties) each — in one statement."""
+    if not rows:
+        return
+    texts = [(rid, at, canonical(payload), canonical(props)) for rid, at, payload, props in rows]
+    text = batch_text(texts)
+    if text is None:
+        for rid, at, payload, props in rows:
+            set_mirror_content(conn, rid, at, payload, props)
+    else:
+        conn.execute(SET_CONTENTS, {"rows": text})
 
 
 def upsert_mirror_rows(conn: sqlite3.Connection, records: Iterable[Record]) -> int:
@@ -57,22 +78,25 @@ def mirror_row(record: Record) -> tuple[Any, ...]:
 # A listing's batch goes to SQLite as one JSON array text, one statement per step:
 # executemany steps once per row and hands the GIL back and forth with the threads still
 # fetching pages each time, which made a pull's writes three times slower than the same
-# writes alone. A batch row is [id, dataset_id, created_at, updated_at, source, payload
-# text, properties text] (a listed record is never a tombstone).
+# writes alone. A batch row is [id, dataset_id, created_at, updated_at, source, payload,
+# properties] (a listed record is never a tombstone), payload and properties as JSON
+# values: the batch is dumped once with sorted keys, and SQLite's ``->`` hands back each
+# value's text exactly as canonical() writes it (no value is encoded twice, or escaped
+# as a string inside the batch; tests/test_mirror_batch.py).
 
-BatchRow = tuple[str, str, str, str, str, str, str]
+BatchRow = tuple[str, str, str, str, str, Any, Any]
 
 CHANGED_IN_BATCH = """
 SELECT json_group_array(json_array(b.key, m.id IS NULL OR m.deleted_at IS NOT NULL
-                                          OR m.payload IS NOT b.value ->> 5))
+                                          OR m.payload IS NOT b.value -> 5))
 FROM json_each(:batch) AS b LEFT JOIN mirror AS m ON m.id = b.value ->> 0
-WHERE m.id IS NULL OR m.deleted_at IS NOT NULL OR m.payload IS NOT b.value ->> 5
-   OR m.updated_at IS NOT b.value ->> 3 OR m.properties IS NOT b.value ->> 6
+WHERE m.id IS NULL OR m.deleted_at IS NOT NULL OR m.payload IS NOT b.value -> 5
+   OR m.updated_at IS NOT b.value ->> 3 OR m.properties IS NOT b.value -> 6
 """
 
 UPSERT_BATCH = f"""
 INSERT INTO mirror ({MIRROR_COLUMNS})
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, NULL, value ->> 4, value ->> 5, value ->> 6
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, NULL, value ->> 4, value -> 5, value -> 6
 FROM json_each(:batch) WHERE true
 ON CONFLICT (id) DO UPDATE SET
     dataset_id = excluded.dataset_id, created_at = excluded.created_at,
@@ -81,12 +105,17 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-def batch_text(rows: list[BatchRow]) -> str | None:
-    """The rows as one JSON array text, or None when a value would not come back from
-    SQLite's JSON functions exactly as it went in (a NUL, a lone surrogate): such a
-    batch is written row by row instead."""
+def batch_row_text(row: BatchRow) -> tuple[str, str, str, str, str, str, str]:
+    """A batch row with its payload and properties as the text stored (row by row)."""
+    return (*row[:5], canonical(row[5]), canonical(row[6]))
+
+
+def batch_text(rows: Sequence[tuple[Any, ...]]) -> str | None:
+    """The rows as one JSON array text, keys sorted, or None when a value would not
+    come back from SQLite's JSON functions exactly as it went in (a NUL, a lone
+    surrogate, an integer past 64 bits): such a batch is written row by row instead."""
     try:
-        text = orjson.dumps(rows).decode()
+        text = orjson.dumps(rows, option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONEncodeError:
         return None
     return None if "\\u0000" in text else text

@@ -23,10 +23,10 @@ from localstore.core.jsonvalue import json_equal
 from localstore.core.timestamps import now_ts
 from localstore.store import ledger
 from localstore.store.db import Store
-from localstore.store.jsontext import canonical
 from localstore.store.mirror import (
     MIRROR_UPSERT,
     BatchRow,
+    batch_row_text,
     batch_text,
     changed_in_batch,
     upsert_batch,
@@ -92,7 +92,7 @@ class MirrorWriter:
                 self.batch_gone.append(r.id)
             elif self.write:
                 self.batch_rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, r.source,
-                                        canonical(r.payload), canonical(r.properties)))
+                                        r.payload, r.properties))
             if self.creating:
                 self.batch_records.append(r)
         if len(self.batch_ids) >= WRITE_BATCH:
@@ -122,7 +122,7 @@ class MirrorWriter:
             if text is not None:
                 upsert_batch(conn, text)
             else:
-                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in changed])
+                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
             conn.execute("UPDATE search_state SET deferred = 0")
             conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
                          (orjson.dumps(text_changed).decode(),))
@@ -163,7 +163,7 @@ class MirrorWriter:
             )
         }
         changed = []
-        for index, (rid, _, _, updated_at, _, payload, properties) in enumerate(candidates):
+        for index, (rid, _, _, updated_at, _, payload, properties) in enumerate(map(batch_row_text, candidates)):
             mirrored = known.get(rid)
             payload_may_differ = mirrored is None or mirrored[1] is not None or mirrored[2] != payload
             if payload_may_differ or mirrored[0] != updated_at or mirrored[3] != properties:  # type: ignore[index]

@@ -30,7 +30,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.merge import Content
-from localstore.core.plan import Conflict, Delete, Push, Remote, Settle, plan_record
+from localstore.core.plan import Conflict, Delete, LocalWork, Push, Remote, Settle, plan_record
 from localstore.core.timestamps import now_ts
 from localstore.errors import (
     ApiError,
@@ -43,7 +43,7 @@ from localstore.errors import (
 from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.ledger import InFlight, PartOutcome
-from localstore.store.mirror import set_mirror_content, upsert_mirror_rows
+from localstore.store.mirror import set_mirror_contents, upsert_mirror_rows
 from localstore.sync import listing
 from localstore.sync.listing import (
     Progress,
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from localstore.core.record import Record
 
 BULK_DELETE_MAX = 500
+PLAN_BATCH = 200  # records planned per read of their local work
 ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase
 
 Commit = Callable[[sqlite3.Connection], None]  # applied inside a transaction
@@ -252,7 +253,10 @@ class _Run:
                 if record.id in edits:
                     edits.discard(record.id)
                     self.to_plan.append((record.id, _remote_of(record)))
-            self._drain()
+            # a commit costs the listing's threads the GIL: plan a batch at a time
+            # unless requests have finished (their outcomes commit, and more start)
+            if len(self.to_plan) >= PLAN_BATCH or any(f.done() for f in self.running):
+                self._drain()
 
         try:
             listed = list_dataset(self.store, self.client, dataset_id, concurrency=self.concurrency,
@@ -319,44 +323,60 @@ class _Run:
 
     # ------------------------------------------------------------ planning
 
-    def _plan(self, conn: sqlite3.Connection, rid: str, remote: Remote | None) -> None:
-        """Plan one record against fresh local state, in the transaction that marks
-        what it sends in flight."""
-        works = ledger.load_work(conn, [rid])
-        if not works or works[0].kind == "create":
-            if remote is None and not self.dry_run:
+    def _plan_all(self, conn: sqlite3.Connection, plans: list[tuple[str, Remote | None]]) -> None:
+        """Plan records against fresh local state, in the transaction that marks what
+        they send in flight — a batch at a time (a record given twice is planned again
+        in the next batch, against what the first plan left)."""
+        batch: dict[str, Remote | None] = {}
+        for rid, remote in plans:
+            if rid in batch or len(batch) >= PLAN_BATCH:
+                self._plan_batch(conn, batch)
+                batch = {}
+            batch[rid] = remote
+        self._plan_batch(conn, batch)
+
+    def _plan_batch(self, conn: sqlite3.Connection, batch: dict[str, Remote | None]) -> None:
+        if not batch:
+            return
+        works = {w.record_id: w for w in ledger.load_work(conn, batch)}
+        mirror_rows: list[tuple[str, str, Any, Any]] = []
+        deletes: list[LocalWork] = []
+        for rid, remote in batch.items():
+            work = works.get(rid)
+            if work is None or work.kind == "create":
+                if remote is None and not self.dry_run:
+                    self._count_gone(ledger.remote_gone(conn, rid))
+                continue
+            action = plan_record(work, remote)
+            self._count(type(action).__name__.lower(), rid, getattr(action, "parts", None))
+            if self.dry_run:
+                continue
+            if remote is None:
                 self._count_gone(ledger.remote_gone(conn, rid))
-            return
-        work = works[0]
-        action = plan_record(work, remote)
-        self._count(type(action).__name__.lower(), rid, getattr(action, "parts", None))
-        if self.dry_run:
-            return
-        if remote is None:
-            self._count_gone(ledger.remote_gone(conn, rid))
-        elif isinstance(action, Conflict):
-            ledger.conflict(conn, work, action.parts)
-            self.report.new_conflicts += 1
-        elif isinstance(action, Settle):
-            ledger.settle(conn, work, remote_gone=False)
-            self.report.settled += 1
-        elif isinstance(action, Push):
-            # the listing that read this record will not overwrite its mirror row (it is
-            # written to now): the mirror takes the state the push is planned against
-            set_mirror_content(conn, rid, remote.updated_at, remote.content.payload,
-                               remote.content.properties)
-            send = {p: v for p, v in (("payload", action.payload), ("properties", action.properties))
-                    if v is not None}
-            flight = ledger.begin_push(conn, work, send)
-            if flight is not None:
+            elif isinstance(action, Conflict):
+                ledger.conflict(conn, work, action.parts)
+                self.report.new_conflicts += 1
+            elif isinstance(action, Settle):
+                ledger.settle(conn, work, remote_gone=False)
+                self.report.settled += 1
+            elif isinstance(action, Push | Delete):
+                # the listing that read this record will not overwrite its mirror row (it
+                # is written to now): the mirror takes the state the write is planned against
+                mirror_rows.append((rid, remote.updated_at, remote.content.payload, remote.content.properties))
                 self.sent.add(rid)
-                self.to_send.append(_Request(partial(self._put, flight),
-                                             partial(ledger.push_done, flight=flight, outcomes={})))
-        elif isinstance(action, Delete):
-            set_mirror_content(conn, rid, remote.updated_at, remote.content.payload,
-                               remote.content.properties)
-            self.sent.add(rid)
-            self.deletes.append(ledger.begin_delete(conn, work))
+                if isinstance(action, Delete):
+                    deletes.append(work)
+                    continue
+                send = {p: v for p, v in (("payload", action.payload), ("properties", action.properties))
+                        if v is not None}
+                flight = ledger.begin_push(conn, work, send)
+                if flight is None:
+                    self.sent.discard(rid)
+                else:
+                    self.to_send.append(_Request(partial(self._put, flight),
+                                                 partial(ledger.push_done, flight=flight, outcomes={})))
+        set_mirror_contents(conn, mirror_rows)
+        self.deletes.extend(ledger.begin_deletes(conn, deletes))
 
     def _count_gone(self, outcome: str) -> None:
         if outcome == "conflict":
@@ -383,8 +403,7 @@ class _Run:
         self._drain()
 
     def _deletes_unsent(self, conn: sqlite3.Connection, chunk: list[InFlight]) -> None:
-        for flight in chunk:
-            ledger.delete_done(conn, flight, "unknown")
+        ledger.deletes_done(conn, [(flight, "unknown", None) for flight in chunk])
 
     def _creates(self) -> None:
         """Creates go last: by now every listing has recognised creates an interrupted
@@ -496,13 +515,11 @@ class _Run:
             return self._deletes_failed(chunk, outcome, exc)
 
         def apply(conn: sqlite3.Connection) -> None:
-            for flight in chunk:
-                state, message = outcome[flight.record_id]
-                ledger.delete_done(conn, flight, state, message)
+            ledger.deletes_done(conn, [(f, *outcome[f.record_id]) for f in chunk])
+            for state, _ in outcome.values():
                 self.report.deleted += state == "sent"
                 self.report.rejected += state == "rejected"
-                if state == "sent":
-                    self.deleted.add(flight.record_id)
+            self.deleted.update(rid for rid, (state, _) in outcome.items() if state == "sent")
             self._succeeded()
 
         return apply
@@ -511,9 +528,9 @@ class _Run:
         self, chunk: list[InFlight], known: dict[str, tuple[PartOutcome, str | None]], exc: ApiError
     ) -> Commit:
         def apply(conn: sqlite3.Connection) -> None:
-            for flight in chunk:
-                state, message = known.get(flight.record_id, ("unknown", None))
-                ledger.delete_done(conn, flight, state, message)
+            outcomes = [(f, *known.get(f.record_id, ("unknown", None))) for f in chunk]
+            ledger.deletes_done(conn, outcomes)
+            for flight, state, _ in outcomes:
                 self.report.deleted += state == "sent"
                 if state == "sent":
                     self.deleted.add(flight.record_id)
@@ -552,8 +569,7 @@ class _Run:
                     with self.store.transaction() as conn:
                         for outcome in outcomes:
                             outcome(conn)
-                        for rid, remote in plans:
-                            self._plan(conn, rid, remote)
+                        self._plan_all(conn, plans)
                 except BaseException:
                     # rolled back (Ctrl-C, an error): nothing it planned is in flight, so
                     # nothing may be sent or put back; its outcomes wait for the next commit

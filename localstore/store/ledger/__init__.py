@@ -15,7 +15,8 @@ A record's local state, in one place:
 
 Transitions: user edits (:func:`edit`, :func:`delete`, :func:`create`, :func:`revert`),
 sync (:func:`recover`, :func:`begin_push`, :func:`push_done`, :func:`begin_delete`,
-:func:`delete_done`, :func:`begin_create`, :func:`create_landed`, :func:`create_rejected`,
+:func:`delete_done` — and :func:`begin_deletes`/:func:`deletes_done` for many records —,
+:func:`begin_create`, :func:`create_landed`, :func:`create_rejected`,
 :func:`create_not_landed`, :func:`settle`, :func:`conflict`, :func:`remote_gone`),
 and resolution (:func:`resolve_theirs`, :func:`restart`, :func:`recreate`,
 :func:`narrow_conflict`).
@@ -33,6 +34,7 @@ from localstore.store.ledger.edits import (
 from localstore.store.ledger.push import (
     begin_create,
     begin_delete,
+    begin_deletes,
     begin_push,
     conflict,
     create_landed,
@@ -41,6 +43,7 @@ from localstore.store.ledger.push import (
     create_unconfirmed,
     dataset_gone,
     delete_done,
+    deletes_done,
     push_done,
     recover,
     remote_gone,
@@ -90,6 +93,7 @@ __all__ = [
     "RecordState",
     "begin_create",
     "begin_delete",
+    "begin_deletes",
     "begin_push",
     "close_entries",
     "conflict",
@@ -106,6 +110,7 @@ __all__ = [
     "datasets_creating",
     "delete",
     "delete_done",
+    "deletes_done",
     "discard_dataset",
     "drop_if_idle",
     "edit",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from localstore.core.plan import Conflict, LocalWork, Settle, plan_record
@@ -144,6 +144,23 @@ def push_done(conn: sqlite3.Connection, flight: InFlight, outcomes: Mapping[str,
     drop_if_idle(conn, rid)
 
 
+def begin_deletes(conn: sqlite3.Connection, works: Sequence[LocalWork]) -> list[InFlight]:
+    """:func:`begin_delete` for many records in one statement (sync plans a page at a time)."""
+    if not works:
+        return []
+    entries: dict[str, list[int]] = {}
+    for change_id, rid in conn.execute(
+        """UPDATE changes SET state = 'in_flight'
+           WHERE kind = 'delete' AND state = 'pending'
+             AND record_id IN (SELECT value FROM json_each(?))
+           RETURNING id, record_id""",
+        (canonical([w.record_id for w in works]),),
+    ).fetchall():
+        entries.setdefault(rid, []).append(change_id)
+    return [InFlight(w.record_id, w.dataset_id, {Kind.DELETE: tuple(sorted(entries.get(w.record_id, ())))})
+            for w in works]
+
+
 def begin_delete(conn: sqlite3.Connection, work: LocalWork) -> InFlight:
     entries = tuple(
         r[0] for r in conn.execute(
@@ -161,14 +178,35 @@ def delete_done(conn: sqlite3.Connection, flight: InFlight, outcome: PartOutcome
     rid = flight.record_id
     if outcome == "sent":
         mark_entries(conn, flight.all_ids(), ChangeState.PUSHED)
-        conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
+        # the mirror row first: then neither delete has search rows to rebuild
         conn.execute("DELETE FROM mirror WHERE id = ?", (rid,))
+        conn.execute("DELETE FROM working WHERE record_id = ?", (rid,))
     elif outcome == "rejected":
         mark_entries(conn, flight.all_ids(), ChangeState.REJECTED, message or "rejected by the server")
         conn.execute("UPDATE working SET deleted = 0 WHERE record_id = ?", (rid,))
         drop_if_idle(conn, rid)
     else:
         _return_to_pending(conn, rid, Kind.DELETE, flight.all_ids())
+
+
+def deletes_done(
+    conn: sqlite3.Connection, outcomes: Sequence[tuple[InFlight, PartOutcome, str | None]]
+) -> None:
+    """:func:`delete_done` for many records (one record once): the deletes that reached
+    the server in three statements, the others one by one."""
+    sent = [flight for flight, outcome, _ in outcomes if outcome == "sent"]
+    if sent:
+        records = canonical([f.record_id for f in sent])
+        conn.execute(
+            """UPDATE changes SET state = 'pushed', pushed_at = ?
+               WHERE id IN (SELECT value FROM json_each(?))""",
+            (now_ts(), canonical([i for f in sent for i in f.all_ids()])),
+        )
+        conn.execute("DELETE FROM mirror WHERE id IN (SELECT value FROM json_each(?))", (records,))
+        conn.execute("DELETE FROM working WHERE record_id IN (SELECT value FROM json_each(?))", (records,))
+    for flight, outcome, message in outcomes:
+        if outcome != "sent":
+            delete_done(conn, flight, outcome, message)
 
 
 def settle(conn: sqlite3.Connection, work: LocalWork, *, remote_gone: bool) -> None:
