@@ -31,6 +31,7 @@ from localstore.api import (
     RetryPolicy,
     outcome_unknown,
 )
+from localstore.api._pagination import PREFETCH
 from localstore.api._retry import parse_retry_after
 from localstore.errors import (
     AuthenticationError,
@@ -1403,8 +1404,8 @@ def test_memory_stays_flat_with_a_slow_consumer() -> None:
     iterator = client.iter_record_pages(DS, concurrency=3)
     next(iterator)
     next(iterator)
-    time.sleep(0.1)  # the consumer dawdles: at most 2 x `concurrency` pages wait for it
-    assert len(server.pages_served) <= 2 + 2 * 3
+    time.sleep(0.1)  # the consumer dawdles: at most PREFETCH x `concurrency` pages wait for it
+    assert len(server.pages_served) <= 2 + PREFETCH * 3
     rest = list(iterator)
     assert len(rest) == 28 + 1  # pages 3..30, then the empty page 31 after a full page 30
     assert iterator.listing.complete and iterator.listing.pages == 31

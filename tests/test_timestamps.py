@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from localstore.api import Client
-from localstore.api._decode import Reader, _record_fast
+from localstore.api._decode import Reader, record_fast
 from localstore.core import timestamps as timeutil
 from localstore.core.timestamps import fast_ts, format_ts, normalize_ts, parse_ts
 from localstore.errors import ProtocolError
@@ -57,7 +57,7 @@ def no_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_each_form_is_read_on_the_fast_path(form: str, no_slow_path: None) -> None:
     stamp = FORMS[form]
     body = record_body(stamp, stamp)
-    fast = _record_fast(body)
+    fast = record_fast(body)
     assert fast is not None, f"the {form} form fell off the fast path"
     assert (fast.created_at, fast.updated_at) == (CANONICAL, CANONICAL)
     assert Reader("test").record(body, "record").updated_at == CANONICAL
@@ -69,7 +69,7 @@ def test_each_form_is_read_on_the_fast_path(form: str, no_slow_path: None) -> No
 def test_other_offsets_and_leap_days_take_the_full_parser_and_agree() -> None:
     assert fast_ts("2025-10-07T22:56:01.974+02:00") is None
     assert normalize_ts("2025-10-07T22:56:01.974+02:00") == CANONICAL
-    assert _record_fast(record_body("2025-10-07T22:56:01.974+02:00", CANONICAL)) is None
+    assert record_fast(record_body("2025-10-07T22:56:01.974+02:00", CANONICAL)) is None
     assert fast_ts("2024-02-29T00:00:00Z") is None
     assert normalize_ts("2024-02-29T00:00:00Z") == "2024-02-29T00:00:00.000000Z"
     for bad in ("2025-02-29T00:00:00Z", "2025-04-31T00:00:00Z", "2025-13-01T00:00:00Z",
@@ -199,3 +199,12 @@ def test_the_cli_emulator_command_takes_a_timestamp_format() -> None:
     assert "--timestamp-format [ms|us|offset]" in result.output
     bad = CliRunner().invoke(cli, ["emulator", "--timestamp-format", "seconds"])
     assert bad.exit_code == 2 and "seconds" in bad.output
+
+
+def test_a_known_dataset_id_only_spares_the_check_of_an_equal_one() -> None:
+    """A page's records are read knowing the (checked) dataset id they should carry: one
+    that equals it needs no second check; any other is still checked."""
+    body = record_body(CANONICAL, CANONICAL)
+    assert record_fast(body, body["dataset_id"]) == record_fast(body)
+    assert record_fast(body, str(uuid.uuid4())) == record_fast(body)
+    assert record_fast({**body, "dataset_id": "NOT-A-UUID"}, str(uuid.uuid4())) is None

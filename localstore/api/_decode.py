@@ -27,24 +27,25 @@ def short(value: Any, limit: int = 80) -> str:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _record_fast(value: Any) -> Record | None:
+def record_fast(value: Any, dataset_id: str | None = None) -> Record | None:
     """A live record with lowercase UUIDs and UTC timestamps in any of the server's
-    forms (``fast_ts``: ms or µs, ``Z`` or ``+00:00``) passes with one check per field;
-    anything else takes the careful path, which normalizes it or names what is wrong."""
+    forms (``fast_ts``: ms or µs, ``Z`` or ``+00:00``) passes with one check per field
+    (``dataset_id``: a UUID already checked, which the record's may equal); anything
+    else takes the careful path, which normalizes it or names what is wrong."""
     if type(value) is not dict:
         return None
     get = value.get
-    rid, dataset_id, created, updated = get("id"), get("dataset_id"), get("created_at"), get("updated_at")
+    rid, ds, created, updated = get("id"), get("dataset_id"), get("created_at"), get("updated_at")
     source, payload, properties = get("source"), get("payload"), get("properties")
     if (
         type(rid) is str and _UUID.fullmatch(rid)
-        and type(dataset_id) is str and _UUID.fullmatch(dataset_id)
+        and type(ds) is str and (ds == dataset_id or _UUID.fullmatch(ds))
         and type(created) is str and (created := fast_ts(created)) is not None
         and type(updated) is str and (updated := fast_ts(updated)) is not None
         and "deleted_at" in value and get("deleted_at") is None
         and type(source) is str and type(payload) is dict and type(properties) is dict
     ):
-        return Record(rid, dataset_id, created, updated, None, source, payload, properties)
+        return Record(rid, ds, created, updated, None, source, payload, properties)
     return None
 
 
@@ -112,7 +113,7 @@ class Reader:
         return value
 
     def record(self, value: Any, field: str) -> Record:
-        fast = _record_fast(value)
+        fast = record_fast(value)
         if fast is not None:
             return fast
         obj = self.obj(value, field)

@@ -24,6 +24,7 @@ from localstore.errors import ProtocolError
 
 # pages tried past the expected last one before the listing is declared broken
 EXTRA_PAGES_CAP = 1000
+PREFETCH = 4  # pages queued per connection: the pool keeps fetching while a batch is written
 
 
 @dataclass
@@ -231,10 +232,11 @@ class ListingIterator(Iterator["RecordPage"]):
         todo = iter(range(2, expected + 1))
         last_full = False
 
-        # Twice as many pages queued as fetched at once: the pool keeps `concurrency`
-        # requests in flight while the consumer is busy writing the previous pages.
+        # PREFETCH times as many pages queued as fetched at once: the pool keeps
+        # `concurrency` requests in flight while the consumer writes a batch (a batch of
+        # 2,500 records takes ~100 ms to write, four round trips at 30 ms).
         def refill() -> None:
-            while len(pending) < 2 * self._concurrency:
+            while len(pending) < PREFETCH * self._concurrency:
                 number = next(todo, None)
                 if number is None:
                     return

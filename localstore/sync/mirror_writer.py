@@ -84,6 +84,11 @@ class MirrorWriter:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
         conn.execute("DELETE FROM temp.seen")
         self.creating = write and bool(ledger.creates_in_flight(conn, dataset_id))
+        # a dataset with nothing mirrored yet (a first pull): every row is new, there is
+        # nothing to compare (a record listed twice is written twice, the same way)
+        self.fresh = write and conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM mirror WHERE dataset_id = ?)", (dataset_id,)
+        ).fetchone()[0] == 1
 
     def add(self, records: Iterable[Record]) -> None:
         for r in records:
@@ -141,6 +146,8 @@ class MirrorWriter:
         if not candidates:
             return [], None, []
         text = batch_text(candidates)
+        if self.fresh:
+            return candidates, text, [row[0] for row in candidates]
         if text is None:
             changed = self._changed_row_by_row(conn, candidates)
         else:
