@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 BULK_DELETE_MAX = 500
 PLAN_BATCH = 200  # records planned per read of their local work
+COMMIT_EVERY = 0.05  # seconds: outcomes that arrive meanwhile share a commit
 ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase
 
 Commit = Callable[[sqlite3.Connection], None]  # applied inside a transaction
@@ -151,6 +152,7 @@ class _Run:
         self.failures_in_a_row = 0
         self.abort_reason: str | None = None
         self.done = 0
+        self.planned_requests = True  # whether the last plans sent requests (not deletes)
 
     # ------------------------------------------------------------ phases
 
@@ -253,9 +255,11 @@ class _Run:
                 if record.id in edits:
                     edits.discard(record.id)
                     self.to_plan.append((record.id, _remote_of(record)))
-            # a commit costs the listing's threads the GIL: plan a batch at a time
-            # unless requests have finished (their outcomes commit, and more start)
-            if len(self.to_plan) >= PLAN_BATCH or any(f.done() for f in self.running):
+            # a commit costs the listing's threads the GIL: plan a batch at a time, or at
+            # once while plans turn into requests and the pool has room for them
+            if len(self.to_plan) >= PLAN_BATCH or (
+                self.planned_requests and len(self.running) < self.concurrency and self.to_plan
+            ):
                 self._drain()
 
         try:
@@ -377,6 +381,7 @@ class _Run:
                                                  partial(ledger.push_done, flight=flight, outcomes={})))
         set_mirror_contents(conn, mirror_rows)
         self.deletes.extend(ledger.begin_deletes(conn, deletes))
+        self.planned_requests = len(deletes) < len(mirror_rows)
 
     def _count_gone(self, outcome: str) -> None:
         if outcome == "conflict":
@@ -591,7 +596,10 @@ class _Run:
                     continue
                 return
             if self.running:
+                # every request planned is queued on the pool already: outcomes are
+                # committed a batch at a time (each commit costs the pool's threads the GIL)
                 wait(self.running, timeout=0.25, return_when=FIRST_COMPLETED)
+                wait(self.running, timeout=COMMIT_EVERY, return_when=ALL_COMPLETED)
 
     def _start(self) -> None:
         """Start the requests planned; once the push phase stopped, what was planned
