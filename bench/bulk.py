@@ -62,7 +62,7 @@ class Figure:
 
 
 def timed_cli(db: Path, url: str, *args: str) -> tuple[float, Any]:
-    elapsed, out, _ = cli(db, url, *args)
+    elapsed, out = cli(db, url, *args)
     return elapsed, out
 
 
