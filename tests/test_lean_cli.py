@@ -117,3 +117,21 @@ def test_import_localstore_is_lean() -> None:
     loaded = {m.split(".")[0] for m in json.loads(done.stdout)}
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     assert not any(m.startswith("localstore.") for m in json.loads(done.stdout) if m != "localstore.version")
+
+
+def test_networked_commands_leave_out_the_httpx_command_line(
+    store_path: tuple[Path, list[str]], emulator, api_key: str  # type: ignore[no-untyped-def]
+) -> None:
+    """`sync` talks to the server through httpx, but not through httpx's own command line,
+    which would import click's and rich's friends (pygments) for nothing."""
+    path, _ = store_path
+    argv = ["--db", str(path), "sync", "--dry-run"]
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(["httpx", "pygments"])],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "MISTRAL_API_KEY": api_key, "LOCALSTORE_SERVER_URL": emulator.url},
+    )
+    line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY=")]
+    assert line, out.stderr
+    assert json.loads(line[0][len("HEAVY="):]) == ["httpx"], out.stderr
+    assert "internal error" not in out.stderr

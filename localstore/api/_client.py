@@ -461,12 +461,13 @@ class Client:
 
     def iter_record_pages(
         self, dataset_id: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int = 8,
-        track_ids: bool = True,
+        track_ids: bool = True, on_idle: Callable[[], None] | None = None,
     ) -> ListingIterator:
         """Every page of a dataset, fetched ``concurrency`` at a time and yielded as
         they arrive (not in page order). After exhaustion ``.listing`` says whether
         the listing is complete (``track_ids``: see ListingIterator). Raises if any
-        page fails for good."""
+        page fails for good. ``on_idle`` runs (on the iterating thread) whenever it
+        would otherwise wait for the next page."""
         ref = _dataset_ref(dataset_id)
         _check_page(1, page_size)
         if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
@@ -477,6 +478,7 @@ class Client:
             page_size=page_size,
             concurrency=concurrency,
             track_ids=track_ids,
+            on_idle=on_idle,
         )
 
     def create_record(

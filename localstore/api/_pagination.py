@@ -105,8 +105,10 @@ class ListingIterator(Iterator["RecordPage"]):
         page_size: int,
         concurrency: int,
         track_ids: bool = True,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._fetch = fetch
+        self._on_idle = on_idle
         self._track_ids = track_ids
         self._dataset_id = dataset_id
         self._page_size = page_size
@@ -245,6 +247,8 @@ class ListingIterator(Iterator["RecordPage"]):
         try:
             refill()
             while pending:
+                if self._on_idle is not None and not any(f.done() for f in pending):
+                    self._on_idle()  # the consumer's work, done while pages are on the wire
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     number = pending.pop(future)

@@ -49,7 +49,8 @@ def list_dataset(
     here means the dataset is gone (NotFoundError). ``dataset`` (metadata from the
     server) is recorded and tracked with the first batch written."""
     writer = MirrorWriter(store, dataset_id, dataset=dataset, exclude=exclude, write=write)
-    pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency, track_ids=False)
+    pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency, track_ids=False,
+                                     on_idle=writer.flush_some)
     seen = 0
     try:
         for page in pages:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from localstore.core.record import Record
 
 WRITE_BATCH = 2500  # records per transaction while a listing is written (see the commit for why 2500)
+IDLE_BATCH = 500  # records worth a transaction while the listing waits for pages anyway
 
 
 @dataclass
@@ -101,6 +102,12 @@ class MirrorWriter:
             if self.creating:
                 self.batch_records.append(r)
         if len(self.batch_ids) >= WRITE_BATCH:
+            self.flush()
+
+    def flush_some(self) -> None:
+        """While the next pages are on the wire: write what is gathered, if that is
+        worth a transaction (the last batch, written after the last page, is then small)."""
+        if len(self.batch_ids) >= IDLE_BATCH:
             self.flush()
 
     def flush(self) -> None:
