@@ -2,6 +2,7 @@
 
     python bench/run.py [--records N] [--latency-ms L] [--edits E] [--json OUT]
                         [--local-records M] [--skip-local] [--timestamp-format F]
+                        [--scale N ...]
 
 The emulator runs in a process of its own with L ms of latency per request. Measured:
   (a) pull N records: localstore.sync.pull vs the SDK paging sequentially into SQLite
@@ -21,6 +22,9 @@ The emulator runs in a process of its own with L ms of latency per request. Meas
   (g) with --scale N…: pulls of each size (time per 1k records, peak RSS, size on
       disk), `status`/`set`/`show` on the largest, and the requests of a sync with
       nothing to push
+Each contender runs once untimed before the first row, and the in-process rows start on
+a settled heap (gc.collect + gc.freeze), so that the order of the rows does not decide
+their figures. Peak RSS is the measured process's own VmHWM.
 Figures are printed as one table and written as JSON; nothing here asserts anything.
 """
 
