@@ -1256,6 +1256,40 @@ def test_endless_full_pages_hit_the_cap(monkeypatch: pytest.MonkeyPatch) -> None
     assert rec.count == 6
 
 
+def test_the_page_after_a_full_last_page_is_asked_for_with_the_others() -> None:
+    """When ``count`` fills its last page, the empty page that must follow is requested
+    alongside the rest, not one round trip after them: page 3's answer waits until page
+    4 has been asked for (a listing that asked only after reading page 3 would time out)."""
+    server = PagedServer(300)
+    page_4_asked = threading.Event()
+    records = server.slice
+
+    def hold_page_3(page: int, size: int) -> list[dict[str, Any]]:
+        if page == 4:
+            page_4_asked.set()
+        if page == 3:
+            assert page_4_asked.wait(timeout=10), "page 4 was not asked for before page 3 was read"
+        return records(page, size)
+
+    server.records_for = hold_page_3
+    client, rec, _ = make_client(server)
+    pages, listing = run_listing(client, concurrency=4)
+    assert sorted(p.page for p in pages) == [1, 2, 3, 4]
+    assert listing.complete and listing.count == 300 and rec.count == 4
+
+
+def test_a_dataset_that_grew_past_its_count_is_read_on() -> None:
+    """The page after the last full one holds records (the dataset grew while it was
+    listed): the listing goes on until a short page, and says it does not add up."""
+    server = PagedServer(450)
+    server.count_for = lambda page: 300 if page == 1 else 450
+    client, _, _ = make_client(server)
+    pages, listing = run_listing(client, concurrency=4)
+    assert sum(len(p.records) for p in pages) == 450
+    assert sorted(p.page for p in pages) == [1, 2, 3, 4, 5]
+    assert not listing.complete
+
+
 def test_server_repeating_a_page_forever_is_caught() -> None:
     server = PagedServer(100)
     server.records_for = lambda p, s: [record_json(i) for i in range(100)]

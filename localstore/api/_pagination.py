@@ -3,9 +3,10 @@ server's pagination blindly.
 
 Page 1 tells the ``count``; pages 2..ceil(count/page_size) are fetched with
 bounded concurrency and yielded as they arrive (in completion order, not page
-order). If the last expected page is full the listing goes on one page at a time
-until an empty or short page, up to a hard cap. ``Listing.complete`` says
-whether the pages add up.
+order) — with one more when ``count`` fills its last page, since a full last page
+must be followed by an empty or short one. If that page is full too, the listing
+goes on one page at a time until an empty or short page, up to a hard cap.
+``Listing.complete`` says whether the pages add up.
 """
 
 from __future__ import annotations
@@ -165,6 +166,14 @@ class ListingIterator(Iterator["RecordPage"]):
         self._records += len(page.records)
         return page
 
+    def _check_not_repeated(self, page: RecordPage, ids_before: int) -> None:
+        """A page past ``count`` holding only records seen already: a server that ignores
+        ``page`` would go on forever."""
+        if self._track_ids and page.records and len(self._ids) == ids_before:
+            raise ProtocolError(
+                f"server repeats records on page {page.page} of dataset {self._dataset_id}"
+            )
+
     def _finish(self, count: int, *, failed: bool) -> None:
         problems = list(self._problems)
         distinct = len(self._ids) if self._track_ids else self._records
@@ -196,10 +205,13 @@ class ListingIterator(Iterator["RecordPage"]):
             count = first.count
             yield self._take(first, count)
             expected = max(1, math.ceil(count / self._page_size))
-            last_full = expected == 1 and len(first.records) >= self._page_size
-            if expected > 1:
-                last_full = yield from self._middle(expected, count)
-            page_no = expected
+            # a full last page is followed by one more request, which can only say the
+            # listing is over (or that it grew): it goes with the others, not after them
+            last = expected + (count > 0 and count % self._page_size == 0)
+            last_full = last == 1 and len(first.records) >= self._page_size
+            if last > 1:
+                last_full = yield from self._middle(last, count, after_count=last > expected)
+            page_no = last
             cap = expected + EXTRA_PAGES_CAP
             while last_full:
                 page_no += 1
@@ -210,10 +222,7 @@ class ListingIterator(Iterator["RecordPage"]):
                     )
                 before = len(self._ids)
                 page = self._take(self._fetch(page_no), count)
-                if self._track_ids and page.records and len(self._ids) == before:
-                    raise ProtocolError(
-                        f"server repeats records on page {page_no} of dataset {self._dataset_id}"
-                    )
+                self._check_not_repeated(page, before)
                 yield page
                 last_full = len(page.records) >= self._page_size
         except GeneratorExit:
@@ -223,9 +232,9 @@ class ListingIterator(Iterator["RecordPage"]):
             raise
         self._finish(count, failed=False)
 
-    def _middle(self, expected: int, count: int) -> Generator[RecordPage, None, bool]:
+    def _middle(self, expected: int, count: int, *, after_count: bool) -> Generator[RecordPage, None, bool]:
         """Pages 2..expected with at most ``concurrency`` in flight; returns whether
-        the last expected page was full."""
+        page ``expected`` was full (``after_count``: that page is past ``count``)."""
         pool = ThreadPoolExecutor(
             max_workers=max(1, min(self._concurrency, expected - 1)),
             thread_name_prefix="localstore-pages",
@@ -252,7 +261,10 @@ class ListingIterator(Iterator["RecordPage"]):
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     number = pending.pop(future)
+                    before = len(self._ids)
                     page = self._take(future.result(), count)
+                    if number == expected and after_count:
+                        self._check_not_repeated(page, before)
                     if number == expected:
                         last_full = len(page.records) >= self._page_size
                     yield page
