@@ -119,6 +119,8 @@ class MirrorWriter:
         with self.store.transaction() as conn:
             if not self.started:
                 self.started = True
+                if callable(self.dataset):  # its metadata was asked for with the first page
+                    self.dataset = self.dataset()
                 if self.dataset is not None:
                     self.store.upsert_dataset(self.dataset, tracked=True)
                 self.store.ensure_dataset(self.dataset_id)
@@ -218,6 +220,8 @@ class MirrorWriter:
         if not self.write:
             return listed
         with self.store.transaction() as conn:
+            if callable(self.dataset):
+                self.dataset = self.dataset()
             if not self.started and self.dataset is not None:
                 self.store.upsert_dataset(self.dataset, tracked=True)
             self.store.ensure_dataset(self.dataset_id)

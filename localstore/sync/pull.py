@@ -6,7 +6,9 @@ shares), confirms what the listing did not show and recognises lost creates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.ids import parse_uuid
@@ -86,27 +88,46 @@ def pull(
     applied but not yet confirmed)."""
     metadata: dict[str, Any] = {}
     results: list[PullResult] = []
+    lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="localstore-datasets")
     try:
         if dataset_ids:
             wanted = [parse_uuid(d, what="dataset id") for d in dataset_ids]
-            for dataset_id in wanted:
-                try:
-                    metadata[dataset_id] = client.get_dataset(dataset_id)
-                except NotFoundError:
-                    raise UsageError(f"dataset {dataset_id} does not exist on the server") from None
+            asked = {d: lookups.submit(client.get_dataset, d) for d in wanted}
+            # every dataset named is known before anything is written; the first one's
+            # answer is awaited by its first write instead (its listing starts meanwhile,
+            # and 404s too if it does not exist)
+            for dataset_id in wanted[1:]:
+                metadata[dataset_id] = _known(asked[dataset_id], dataset_id)
+            first = wanted[0]
+            metadata[first] = partial(_known, asked[first], first)
         else:
             wanted = store.tracked_dataset_ids()
             if not wanted:
                 raise UsageError("no tracked datasets yet: `localstore pull DATASET_ID` mirrors one")
         for d in wanted:
-            results.append(pull_dataset(
-                store, client, d, concurrency=concurrency, progress=progress, dataset=metadata.get(d)
-            ))
+            try:
+                results.append(pull_dataset(
+                    store, client, d, concurrency=concurrency, progress=progress, dataset=metadata.get(d)
+                ))
+            except NotFoundError:
+                if callable(metadata.get(d)):
+                    metadata[d]()  # the UsageError of an unknown dataset, if that is why
+                raise
     except KeyboardInterrupt:
         if store.conn.in_transaction:  # interrupted just before a COMMIT: dropped, as by a crash
             store.conn.execute("ROLLBACK")
         raise Interrupted(results) from None
+    finally:
+        lookups.shutdown(wait=False, cancel_futures=True)
     return results
+
+
+def _known(answer: Future[Any], dataset_id: str) -> Any:
+    """The dataset's metadata, or the error of an unknown dataset."""
+    try:
+        return answer.result()
+    except NotFoundError:
+        raise UsageError(f"dataset {dataset_id} does not exist on the server") from None
 
 
 def fetch(store: Store, client: Client, record_ids: Sequence[str]) -> list[Record]:
