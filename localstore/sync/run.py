@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from localstore.core.merge import Content
@@ -234,6 +235,17 @@ class _Run:
             "(those with local edits are kept as conflicts) and it is no longer tracked"
         )
 
+    def _plan_now(self) -> bool:
+        """While a listing runs, a commit costs its threads the GIL: plan a batch at a
+        time, or at once while plans turn into requests and the pool has room for them."""
+        if len(self.to_plan) >= PLAN_BATCH:
+            return True
+        if not self.to_plan or not self.planned_requests:
+            return False
+        # the oldest requests finish first: one of them done means the pool has room
+        oldest = islice(self.running, self.concurrency)
+        return len(self.running) < self.concurrency or any(f.done() for f in oldest)
+
     def _should_list(self, dataset_id: str, edits: set[str]) -> bool:
         """A listing costs one request per page of records, a GET one per record; creates
         whose answer was lost need the listing to be recognised."""
@@ -255,11 +267,7 @@ class _Run:
                 if record.id in edits:
                     edits.discard(record.id)
                     self.to_plan.append((record.id, _remote_of(record)))
-            # a commit costs the listing's threads the GIL: plan a batch at a time, or at
-            # once while plans turn into requests and the pool has room for them
-            if len(self.to_plan) >= PLAN_BATCH or (
-                self.planned_requests and len(self.running) < self.concurrency and self.to_plan
-            ):
+            if self._plan_now():
                 self._drain()
 
         try:
