@@ -43,6 +43,7 @@ from localstore.ops import edits
 from localstore.store.db import Store
 from localstore.sync.run import sync
 from localstore_emulator import EmulatorServer, seed_dataset
+from localstore_emulator.adversary import PROPERTIES, Rule
 
 pytest.importorskip("mistralai.client")
 from mistralai.client import Mistral
@@ -187,10 +188,12 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str, str, float]:
 def test_an_interrupted_sync_commits_what_arrived_and_unsent_pushes_go_back_to_pending(
     tmp_path: Path, emulator: EmulatorServer, api_key: str
 ) -> None:
-    """KeyboardInterrupt right after the first push outcome is committed: sync raises
+    """KeyboardInterrupt right after the first push outcomes are committed: sync raises
     Interrupted with its report; the pushes queued but never started are pending again,
     only those really in flight stay in flight; the run counts as failed; the next sync
-    sends the rest."""
+    sends the rest. The server holds every PUT after the first two, so that the others
+    are still queued or on the wire when the interrupt comes (outcomes are committed a
+    batch at a time: a fast server could otherwise answer all 30 before the first commit)."""
     dataset_id = seed_dataset(emulator.state, 30, name=f"interrupt-inprocess-{time.monotonic_ns()}")
     with Store.open(tmp_path / "s.db") as store, Client(emulator.url, api_key) as client:
         from localstore.sync.pull import pull
@@ -204,8 +207,13 @@ def test_an_interrupted_sync_commits_what_arrived_and_unsent_pushes_go_back_to_p
             if phase == "push":
                 raise KeyboardInterrupt
 
-        with pytest.raises(Interrupted) as caught:
-            sync(store, client, concurrency=2, progress=stop_at_first_push)
+        held = emulator.adversary.add(Rule("PUT", PROPERTIES, dataset_id=dataset_id, skip=2, times=None, hold=True))
+        try:
+            with pytest.raises(Interrupted) as caught:
+                sync(store, client, concurrency=2, progress=stop_at_first_push)
+        finally:
+            held.release()
+            emulator.adversary.remove(held)
         report = caught.value.done
         assert report.interrupted and report.exit_code == EXIT_INTERRUPTED
         assert 1 <= report.updated < len(ids)
