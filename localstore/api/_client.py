@@ -434,7 +434,7 @@ class Client:
             is_uuid = _is_uuid(ref)
             known = ref if is_uuid else None  # a record of this dataset needs no second check
             records = [
-                record_fast(item, known) or reader.record(item, f"records.results[{i}]")
+                record_fast(item, known) or reader.careful_record(item, f"records.results[{i}]")
                 for i, item in enumerate(results)
             ]
             if len(records) > page_size:

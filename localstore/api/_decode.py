@@ -113,9 +113,10 @@ class Reader:
         return value
 
     def record(self, value: Any, field: str) -> Record:
-        fast = record_fast(value)
-        if fast is not None:
-            return fast
+        return record_fast(value) or self.careful_record(value, field)
+
+    def careful_record(self, value: Any, field: str) -> Record:
+        """A record off the fast path: normalized, or a ProtocolError naming the field."""
         obj = self.obj(value, field)
         return Record(
             id=self.uuid(obj, "id", field),

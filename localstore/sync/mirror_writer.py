@@ -104,6 +104,13 @@ class MirrorWriter:
         if len(self.batch_ids) >= WRITE_BATCH:
             self.flush()
 
+    def _resolve_dataset(self) -> None:
+        """The dataset's metadata, when it was asked for with the first page (a callable
+        awaiting that answer); called inside the first write's transaction, so an error
+        there leaves nothing written."""
+        if callable(self.dataset):
+            self.dataset = self.dataset()
+
     def flush_some(self) -> None:
         """While the next pages are on the wire: write what is gathered, if that is
         worth a transaction (the last batch, written after the last page, is then small)."""
@@ -119,8 +126,7 @@ class MirrorWriter:
         with self.store.transaction() as conn:
             if not self.started:
                 self.started = True
-                if callable(self.dataset):  # its metadata was asked for with the first page
-                    self.dataset = self.dataset()
+                self._resolve_dataset()
                 if self.dataset is not None:
                     self.store.upsert_dataset(self.dataset, tracked=True)
                 self.store.ensure_dataset(self.dataset_id)
@@ -220,8 +226,7 @@ class MirrorWriter:
         if not self.write:
             return listed
         with self.store.transaction() as conn:
-            if callable(self.dataset):
-                self.dataset = self.dataset()
+            self._resolve_dataset()
             if not self.started and self.dataset is not None:
                 self.store.upsert_dataset(self.dataset, tracked=True)
             self.store.ensure_dataset(self.dataset_id)
