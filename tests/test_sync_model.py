@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -370,6 +371,8 @@ def make_machine(
                     self.log.close()
                 for store in getattr(self, "stores", {}).values():
                     store.close()
+                if hasattr(self, "tmp"):  # a history's stores: ~1 MB each, hundreds per run
+                    shutil.rmtree(self.tmp, ignore_errors=True)
 
         # ---- helpers ---------------------------------------------------------------
 
