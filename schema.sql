@@ -3,7 +3,7 @@
 -- Timestamps are ISO 8601 UTC strings (2026-11-25T18:51:57.123456Z); payload and
 -- properties are JSON text, so json_extract(properties, '$.label') works.
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 
 -- Datasets the store knows; `tracked` ones are pulled by a bare `pull` and by `sync`.
 CREATE TABLE datasets (
@@ -227,6 +227,14 @@ CREATE TABLE search_state (
 );
 INSERT INTO search_state (id) VALUES (1);
 CREATE TABLE search_dirty (record_id TEXT PRIMARY KEY);
+-- A dataset's first pull marks the whole dataset instead of listing each record (a
+-- million random keys cost that pull more than its records did): readers index it in
+-- (created_at, id) order, from the last one they indexed.
+CREATE TABLE search_stale (
+    dataset_id       TEXT PRIMARY KEY,
+    after_created_at TEXT NOT NULL DEFAULT '',
+    after_id         TEXT NOT NULL DEFAULT ''
+);
 
 -- What is indexed: the rows of search_source that hold text, as of the last change.
 CREATE TABLE search_docs (

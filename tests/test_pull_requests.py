@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from localstore.api import Client
-from localstore.errors import UsageError
+from localstore.errors import ProtocolError, UsageError
 from localstore.store.db import Store
 from localstore.sync.pull import pull
 
@@ -86,3 +86,29 @@ def test_an_unknown_dataset_is_an_error_before_anything_is_written(tmp_path: Pat
         assert store.tracked_dataset_ids() == []
     if named[0] == KNOWN:  # the others are checked before the first one is listed
         assert f"{DATASETS}/{KNOWN}/records?page=1" not in server.asked
+
+
+class BrokenLastPage:
+    """A dataset of 3,000 records whose page 30 is not an answer the API gives."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/records"):
+            return httpx.Response(200, json=_dataset(KNOWN))
+        page = int(request.url.params["page"])
+        if page == 30:
+            return httpx.Response(200, json={"records": "not a page"})
+        results = [_record(KNOWN, (page - 1) * 100 + i) for i in range(100)]
+        return httpx.Response(200, json={"records": {"count": 3000, "results": results, "next": None, "previous": None}})
+
+
+def test_a_pull_that_fails_keeps_what_it_wrote_committed(tmp_path: Path) -> None:
+    """A pull commits many batches at a time; when the listing fails, what it wrote is
+    committed all the same, as each record was sent (one connection: pages 1-29, 2,900
+    records, arrive before page 30; what is left unwritten is less than a batch, 2,500)."""
+    with Store.open(tmp_path / "s.db") as store, _client(BrokenLastPage()) as client:  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError, match="records"):
+            pull(store, client, [KNOWN], concurrency=1)
+        assert not store.conn.in_transaction
+    with Store.open(tmp_path / "s.db") as other:  # what another process sees
+        assert 400 <= other.scalar("SELECT count(*) FROM mirror") <= 2900
+        assert other.scalar("SELECT count(*) FROM search_stale") == 1  # indexed when read

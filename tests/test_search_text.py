@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from localstore.api import Client
 from localstore.core.search_text import message_docs
+from localstore.ops import search as search_module
 from localstore.ops.search import catch_up
 from localstore.store.db import Store
 from localstore.store.jsontext import canonical
@@ -69,8 +70,9 @@ def test_python_rows_equal_the_view(store: Store, payload: dict[str, Any]) -> No
 
 
 def test_what_a_pull_wrote_is_indexed_in_bulk_as_the_triggers_would(
-    tmp_path: Path, emulator: Any, api_key: str, dataset: Any
+    tmp_path: Path, emulator: Any, api_key: str, dataset: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(search_module, "CATCH_UP_BATCH", 4)  # many batches, each resuming
     ds = dataset(30)
     odd = [  # shapes the server accepts, the common one and those left to the view
         {"messages": [{"role": "user", "content": [{"text": "bulk quokka"}, "and a string part", 7]}]},
@@ -83,8 +85,10 @@ def test_what_a_pull_wrote_is_indexed_in_bulk_as_the_triggers_would(
     emulator.state.add_records(ds, [{"payload": p, "properties": {}} for p in odd])
     with Store.open(tmp_path / "bulk.db") as bulk, Client(emulator.url, api_key) as client:
         pull(bulk, client, [ds])
-        assert bulk.scalar("SELECT count(*) FROM search_dirty") == 35  # to index when read
-        assert catch_up(bulk) == 35 and bulk.scalar("SELECT count(*) FROM search_dirty") == 0
+        # a first pull marks the dataset, not each record, to index when read
+        assert bulk.query("SELECT * FROM search_stale") == [{"dataset_id": ds, "after_created_at": "", "after_id": ""}]
+        assert bulk.scalar("SELECT count(*) FROM search_dirty") == 0
+        assert catch_up(bulk) == 35 and bulk.scalar("SELECT count(*) FROM search_stale") == 0
         indexed = sorted(bulk.conn.execute("SELECT record_id, idx, role, content FROM search_docs"))
         expected = sorted(bulk.conn.execute(
             "SELECT record_id, idx, role, content FROM search_source WHERE content != ''"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from types import TracebackType
 
 import httpx
@@ -240,6 +241,9 @@ class ListingIterator(Iterator["RecordPage"]):
             thread_name_prefix="localstore-pages",
         )
         pending: dict[Future[RecordPage], int] = {}
+        # finished futures arrive here (a done-callback puts them): taking one is O(1),
+        # where wait() over every pending future took each one's lock, twice per page
+        finished: SimpleQueue[Future[RecordPage]] = SimpleQueue()
         todo = iter(range(2, expected + 1))
         last_full = False
 
@@ -251,23 +255,24 @@ class ListingIterator(Iterator["RecordPage"]):
                 number = next(todo, None)
                 if number is None:
                     return
-                pending[pool.submit(self._fetch, number)] = number
+                future = pool.submit(self._fetch, number)
+                pending[future] = number
+                future.add_done_callback(finished.put)
 
         try:
             refill()
             while pending:
-                if self._on_idle is not None and not any(f.done() for f in pending):
+                if self._on_idle is not None and finished.empty():
                     self._on_idle()  # the consumer's work, done while pages are on the wire
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    number = pending.pop(future)
-                    before = len(self._ids)
-                    page = self._take(future.result(), count)
-                    if number == expected and after_count:
-                        self._check_not_repeated(page, before)
-                    if number == expected:
-                        last_full = len(page.records) >= self._page_size
-                    yield page
+                future = finished.get()
+                number = pending.pop(future)
+                before = len(self._ids)
+                page = self._take(future.result(), count)
+                if number == expected and after_count:
+                    self._check_not_repeated(page, before)
+                if number == expected:
+                    last_full = len(page.records) >= self._page_size
+                yield page
                 refill()
         finally:
             for future in pending:

@@ -3,7 +3,8 @@
 The index is SQLite's FTS5 (``search_fts`` in schema.sql): one entry per chat message,
 and one per payload that has no messages list. Triggers on the mirror and the working
 copies keep it in step with every edit; a pull only lists the records whose text it
-changed (``search_dirty``), and every reader of the index catches up on those first
+changed (``search_dirty``; a dataset's first pull marks the whole dataset, ``search_stale``),
+and every reader of the index catches up on those first
 (:func:`catch_up`), thousands at a time. Queries use FTS5's syntax:
 words (all must match), ``"a phrase"``, ``AND`` / ``OR`` / ``NOT``, ``prefix*``,
 ``NEAR(a b, 5)`` and parentheses. Results are ranked by bm25, best first.
@@ -83,11 +84,48 @@ def search(
 
 
 def catch_up(store: Store) -> int:
-    """Index the records a pull wrote since the index was last read; returns how many.
+    """Index the records pulls wrote since the index was last read; returns how many.
     Safe to call any time (a few microseconds when there is nothing to do)."""
     conn = store.conn
-    if conn.execute("SELECT 1 FROM search_dirty LIMIT 1").fetchone() is None:
+    if conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM search_dirty) OR EXISTS (SELECT 1 FROM search_stale)"
+    ).fetchone()[0] == 0:
         return 0
+    return _catch_up_datasets(store) + _catch_up_records(store)
+
+
+def _catch_up_datasets(store: Store) -> int:
+    """Datasets a first pull marked whole: their records in (created_at, id) order (the
+    mirror's index by dataset), a batch per transaction, each remembering where it stopped."""
+    conn = store.conn
+    done = 0
+    while True:
+        with store.transaction():
+            stale = conn.execute(
+                "SELECT dataset_id, after_created_at, after_id FROM search_stale LIMIT 1"
+            ).fetchone()
+            if stale is None:
+                return done
+            dataset_id, after_created_at, after_id = stale
+            batch = conn.execute(
+                """SELECT created_at, id FROM mirror
+                   WHERE dataset_id = ? AND (created_at, id) > (?, ?)
+                   ORDER BY created_at, id LIMIT ?""",
+                (dataset_id, after_created_at, after_id, CATCH_UP_BATCH),
+            ).fetchall()
+            reindex(conn, [rid for _, rid in batch])
+            if len(batch) < CATCH_UP_BATCH:
+                conn.execute("DELETE FROM search_stale WHERE dataset_id = ?", (dataset_id,))
+            else:
+                conn.execute(
+                    "UPDATE search_stale SET after_created_at = ?, after_id = ? WHERE dataset_id = ?",
+                    (*batch[-1], dataset_id),
+                )
+            done += len(batch)
+
+
+def _catch_up_records(store: Store) -> int:
+    conn = store.conn
     done = 0
     while True:
         with store.transaction():

@@ -145,13 +145,17 @@ class Store:
 
     # ------------------------------------------------------------ transactions
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Not re-entrant."""
+    def begin(self) -> None:
+        """BEGIN IMMEDIATE: the store's write lock, or StoreError when another process holds it."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"the store {self.path} is busy ({exc}); try again") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT; rolled back on any exception. Not re-entrant."""
+        self.begin()
         try:
             yield self.conn
         except BaseException:

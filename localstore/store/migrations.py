@@ -70,7 +70,7 @@ INSERT INTO search_fts (search_fts) VALUES ('rebuild');
 DROP VIEW temp.fts_source;
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Migrations from version N to N+1, applied in order inside one transaction each. They
 # change tables; views and triggers are derived and made anew from schema.sql after
@@ -120,4 +120,12 @@ ALTER TABLE changes ADD COLUMN sent TEXT;
     2: FTS_MIGRATION,
     # 3 -> 4: an index of the tombstones, so `status` counts live records without a scan
     3: "CREATE INDEX IF NOT EXISTS mirror_tombstones ON mirror (id) WHERE deleted_at IS NOT NULL;",
+    # 4 -> 5: a dataset's first pull marks the dataset for the full-text index, not each record
+    4: """
+CREATE TABLE IF NOT EXISTS search_stale (
+    dataset_id       TEXT PRIMARY KEY,
+    after_created_at TEXT NOT NULL DEFAULT '',
+    after_id         TEXT NOT NULL DEFAULT ''
+);
+""",
 }

@@ -55,6 +55,7 @@ __all__ = [
     "RecordRow",
     "SearchDirtyRow",
     "SearchDocRow",
+    "SearchStaleRow",
     "SearchStateRow",
     "SyncRunRow",
     "WorkingRow",
@@ -269,6 +270,17 @@ class SearchDirtyRow(SQLModel, table=True):
     record_id: str = _column(TEXT, primary_key=True)
 
 
+class SearchStaleRow(SQLModel, table=True):
+    """A dataset whose first pull wrote its records unindexed: the next reader of the index
+    indexes them all, in (created_at, id) order from the last one indexed."""
+
+    __tablename__ = "search_stale"
+
+    dataset_id: str = _column(TEXT, primary_key=True)
+    after_created_at: str = _column(TEXT, default="", server_default="''")
+    after_id: str = _column(TEXT, default="", server_default="''")
+
+
 class SearchDocRow(SQLModel, table=True):
     """A text the full-text index holds: a message of a record, or the strings of a
     payload that has no messages list (``idx`` and ``role`` None). Query the index
@@ -335,6 +347,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     SearchDocRow,
     SearchStateRow,
     SearchDirtyRow,
+    SearchStaleRow,
 )
 
 # ------------------------------------------------------------------ sessions

@@ -43,12 +43,16 @@ def list_dataset(
     dataset: Any = None,
     exclude: Collection[str] = (),
     write: bool = True,
+    sole_writer: bool = False,
 ) -> Listed:
     """List every page of a dataset into the mirror; ``on_page`` sees each page's records
     as it arrives, before they are written (sync plans pending records from it). A 404
     here means the dataset is gone (NotFoundError). ``dataset`` (metadata from the
-    server) is recorded and tracked with the first batch written."""
-    writer = MirrorWriter(store, dataset_id, dataset=dataset, exclude=exclude, write=write)
+    server) is recorded and tracked with the first batch written. ``sole_writer``: the
+    caller writes nothing else to the store until this returns (see MirrorWriter); what
+    was written stays when the listing fails."""
+    writer = MirrorWriter(store, dataset_id, dataset=dataset, exclude=exclude, write=write,
+                          sole_writer=sole_writer)
     pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency, track_ids=False,
                                      on_idle=writer.flush_some)
     seen = 0
@@ -60,6 +64,9 @@ def list_dataset(
             seen += len(page.records)
             if progress:
                 progress(f"{label} {dataset_id[:8]}", seen, page.count)
+    except Exception:
+        writer.commit()  # (Ctrl-C is not an Exception: pull rolls back what is uncommitted)
+        raise
     finally:
         pages.close()
     listing = pages.listing

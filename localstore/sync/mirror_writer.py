@@ -12,8 +12,10 @@ not show are left to localstore.sync.listing to look up.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +37,14 @@ from localstore.store.mirror import (
 if TYPE_CHECKING:
     from localstore.core.record import Record
 
-WRITE_BATCH = 2500  # records per transaction while a listing is written (see the commit for why 2500)
-IDLE_BATCH = 500  # records worth a transaction while the listing waits for pages anyway
+WRITE_BATCH = 2500  # records per statement while a listing is written (see the commit for why 2500)
+IDLE_BATCH = 500  # records worth writing while the listing waits for pages anyway
+# A pull (the mirror's sole writer meanwhile) commits this many records at a time, or
+# what it wrote in this many seconds: each commit writes every index page it touched,
+# and a record's random id touches another page of each index (at a million records,
+# committing every batch wrote ~20x the records' own size).
+PULL_COMMIT_RECORDS = 25_000
+PULL_COMMIT_SECONDS = 2.0
 
 
 @dataclass
@@ -58,11 +66,16 @@ class Listed:
 
 class MirrorWriter:
     """Writes one dataset's listing into the mirror, batch by batch. Records in
-    ``exclude`` (a live collection: sync adds the records it writes to) keep their row."""
+    ``exclude`` (a live collection: sync adds the records it writes to) keep their row.
+
+    ``sole_writer`` (a pull, which writes nothing else meanwhile): batches are committed
+    many at a time, and a dataset's first listing (nothing mirrored yet) writes its
+    records without per-record bookkeeping — no ids kept to find what was not listed
+    (nothing can be), the whole dataset marked for the full-text index."""
 
     def __init__(
         self, store: Store, dataset_id: str, *, dataset: Any = None,
-        exclude: Collection[str] = (), write: bool = True,
+        exclude: Collection[str] = (), write: bool = True, sole_writer: bool = False,
     ) -> None:
         self.store = store
         self.conn = store.conn
@@ -90,6 +103,12 @@ class MirrorWriter:
         self.fresh = write and conn.execute(
             "SELECT NOT EXISTS (SELECT 1 FROM mirror WHERE dataset_id = ?)", (dataset_id,)
         ).fetchone()[0] == 1
+        self.first_pull = self.fresh and sole_writer and not self.creating and not exclude
+        self.gone_listed: set[str] = set()  # first_pull: the tombstones listed (rare)
+        self.commit_records = PULL_COMMIT_RECORDS if sole_writer else 0
+        self.in_transaction = False
+        self.transaction_records = 0
+        self.transaction_started = 0.0
 
     def add(self, records: Iterable[Record]) -> None:
         for r in records:
@@ -117,21 +136,59 @@ class MirrorWriter:
         if len(self.batch_ids) >= IDLE_BATCH:
             self.flush()
 
+    @contextlib.contextmanager
+    def _transaction(self, records: int) -> Iterator[sqlite3.Connection]:
+        """The open transaction, or a new one; committed after the block unless this
+        writer commits many batches at a time and this one is not yet due. Rolled back
+        (all of it) on an error."""
+        if not self.in_transaction:
+            self.store.begin()
+            self.in_transaction = True
+            self.transaction_records = 0
+            self.transaction_started = time.monotonic()
+            if self.first_pull:
+                # in the transaction of the rows it covers; reset by each one, so that a
+                # reader who indexed the dataset meanwhile starts over and misses none
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO search_stale (dataset_id) VALUES (?)", (self.dataset_id,)
+                )
+        try:
+            yield self.conn
+        except BaseException:
+            self.in_transaction = False
+            self.conn.execute("ROLLBACK")
+            raise
+        self.transaction_records += records
+        if (
+            self.transaction_records >= self.commit_records
+            or time.monotonic() - self.transaction_started >= PULL_COMMIT_SECONDS
+        ):
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit what was written (a listing that fails keeps what it wrote)."""
+        if self.in_transaction:
+            self.in_transaction = False
+            self.conn.execute("COMMIT")
+
     def flush(self) -> None:
         ids, rows, gone, records = self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records
         self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records = [], [], [], []
         self.seen += len(ids)
         if not ids or not self.write:
             return
-        with self.store.transaction() as conn:
+        with self._transaction(len(ids)) as conn:
             if not self.started:
                 self.started = True
                 self._resolve_dataset()
                 if self.dataset is not None:
                     self.store.upsert_dataset(self.dataset, tracked=True)
                 self.store.ensure_dataset(self.dataset_id)
-            conn.execute("INSERT OR IGNORE INTO temp.seen (id) SELECT value FROM json_each(?)",
-                         (orjson.dumps(ids).decode(),))
+            if self.first_pull:
+                self.gone_listed.update(gone)
+            else:
+                conn.execute("INSERT OR IGNORE INTO temp.seen (id) SELECT value FROM json_each(?)",
+                             (orjson.dumps(ids).decode(),))
             if self.creating:
                 self._adopt(conn, records)
             # records sync is writing itself keep their row (checked now: the set grows)
@@ -144,8 +201,9 @@ class MirrorWriter:
             else:
                 conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
             conn.execute("UPDATE search_state SET deferred = 0")
-            conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
-                         (orjson.dumps(text_changed).decode(),))
+            if not self.first_pull:  # (a first pull marked the whole dataset)
+                conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
+                             (orjson.dumps(text_changed).decode(),))
             for rid in gone:
                 if rid in self.exclude:
                     continue
@@ -225,15 +283,22 @@ class MirrorWriter:
                         adopted=self.adopted)
         if not self.write:
             return listed
-        with self.store.transaction() as conn:
+        self.commit_records = 0  # what is left is committed with the rest
+        with self._transaction(0) as conn:
             self._resolve_dataset()
             if not self.started and self.dataset is not None:
                 self.store.upsert_dataset(self.dataset, tracked=True)
             self.store.ensure_dataset(self.dataset_id)
-            distinct = conn.execute("SELECT count(*) FROM temp.seen").fetchone()[0]
+            if self.first_pull:
+                distinct = self._first_pull_distinct(conn)
+            else:
+                distinct = conn.execute("SELECT count(*) FROM temp.seen").fetchone()[0]
             if distinct != listing.count:
                 listed.complete = False
                 listed.problems.append(f"saw {distinct} distinct records, count is {listing.count}")
+            if self.first_pull:
+                conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), self.dataset_id))
+                return listed  # every record mirrored was listed: none is missing
             if self.creating and self.unmatched_new:
                 # new records, none exactly what was POSTed: one may be a create of ours
                 # that someone changed since; once mirrored it is never a candidate again
@@ -250,3 +315,12 @@ class MirrorWriter:
             ]
             conn.execute("UPDATE datasets SET last_pulled_at = ? WHERE id = ?", (now_ts(), self.dataset_id))
         return listed
+
+    def _first_pull_distinct(self, conn: sqlite3.Connection) -> int:
+        """The distinct records a first listing showed: every row of the dataset in the
+        mirror is one it wrote, and the tombstones it listed are not there."""
+        mirrored = conn.execute("SELECT count(*) FROM mirror WHERE dataset_id = ?", (self.dataset_id,)).fetchone()[0]
+        gone = sorted(self.gone_listed)
+        marks = ",".join("?" * len(gone))
+        also_mirrored = conn.execute(f"SELECT count(*) FROM mirror WHERE id IN ({marks})", gone).fetchone()[0]
+        return int(mirrored) + len(gone) - int(also_mirrored)

@@ -54,7 +54,7 @@ def pull_dataset(
     """List into the mirror, confirm what the listing did not show, recognise lost creates."""
     try:
         listed = list_dataset(store, client, dataset_id, concurrency=concurrency, progress=progress,
-                              dataset=dataset)
+                              dataset=dataset, sole_writer=True)
     except NotFoundError:
         if dataset is None and dataset_gone(store, client, dataset_id):
             return PullResult(dataset_id, complete=False, gone=True)
