@@ -4,6 +4,7 @@ still an error before anything is written."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -92,12 +93,13 @@ class BrokenLastPage:
     """A dataset of 3,000 records whose page 30 is not an answer the API gives."""
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        dataset_id = request.url.path.removeprefix(f"{DATASETS}/").split("/")[0]
         if not request.url.path.endswith("/records"):
-            return httpx.Response(200, json=_dataset(KNOWN))
+            return httpx.Response(200, json=_dataset(dataset_id))
         page = int(request.url.params["page"])
         if page == 30:
             return httpx.Response(200, json={"records": "not a page"})
-        results = [_record(KNOWN, (page - 1) * 100 + i) for i in range(100)]
+        results = [_record(dataset_id, (page - 1) * 100 + i + 10_000) for i in range(100)]
         return httpx.Response(200, json={"records": {"count": 3000, "results": results, "next": None, "previous": None}})
 
 
@@ -112,3 +114,20 @@ def test_a_pull_that_fails_keeps_what_it_wrote_committed(tmp_path: Path) -> None
     with Store.open(tmp_path / "s.db") as other:  # what another process sees
         assert 400 <= other.scalar("SELECT count(*) FROM mirror") <= 2900
         assert other.scalar("SELECT count(*) FROM search_stale") == 1  # indexed when read
+
+
+def test_a_pull_leaves_the_store_checking_and_indexing_as_before(tmp_path: Path) -> None:
+    """While it writes, a pull sets the mirror's CHECKs and search triggers aside; after
+    it, whether it succeeded or failed, both are back for every other write."""
+    with Store.open(tmp_path / "s.db") as store:
+        with _client(Server()) as client:
+            pull(store, client, [KNOWN])
+        with _client(BrokenLastPage()) as client, pytest.raises(ProtocolError, match="records"):  # type: ignore[arg-type]
+            pull(store, client, [OTHER], concurrency=1)
+        assert store.scalar("SELECT count(*) FROM mirror WHERE dataset_id = ?", (OTHER,)) >= 400
+        assert store.scalar("PRAGMA ignore_check_constraints") == 0
+        assert store.scalar("SELECT deferred FROM search_state") == 0
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            store.conn.execute(
+                "INSERT INTO mirror VALUES ('x', ?, 't', 't', NULL, 'DIRECT_INPUT', '[]', '{}')", (KNOWN,)
+            )

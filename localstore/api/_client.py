@@ -16,6 +16,7 @@ nevertheless have applied the request.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -462,18 +463,26 @@ class Client:
     def iter_record_pages(
         self, dataset_id: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int = 8,
         track_ids: bool = True, on_idle: Callable[[], None] | None = None,
+        prepare: Callable[[list[Record]], Any] | None = None,
     ) -> ListingIterator:
         """Every page of a dataset, fetched ``concurrency`` at a time and yielded as
         they arrive (not in page order). After exhaustion ``.listing`` says whether
         the listing is complete (``track_ids``: see ListingIterator). Raises if any
         page fails for good. ``on_idle`` runs (on the iterating thread) whenever it
-        would otherwise wait for the next page."""
+        would otherwise wait for the next page. ``prepare`` runs on each page's records in
+        the thread that fetched it (work taken off the iterating thread); what it returns
+        is the page's ``prepared``."""
         ref = _dataset_ref(dataset_id)
         _check_page(1, page_size)
         if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
             raise UsageError(f"concurrency must be 1..64, not {concurrency!r}")
+
+        def fetch(page: int) -> RecordPage:
+            got = self.list_records_page(ref, page, page_size)
+            return got if prepare is None else dataclasses.replace(got, prepared=prepare(got.records))
+
         return ListingIterator(
-            lambda page: self.list_records_page(ref, page, page_size),
+            fetch,
             ref,
             page_size=page_size,
             concurrency=concurrency,

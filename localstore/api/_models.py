@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from localstore.core.record import Record
 
@@ -30,6 +31,9 @@ class RecordPage:
     records: list[Record]
     next: str | None
     previous: str | None
+    # what the listing's consumer made of the records in the thread that fetched the
+    # page (Client.iter_record_pages' ``prepare``)
+    prepared: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

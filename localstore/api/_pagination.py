@@ -12,6 +12,7 @@ goes on one page at a time until an empty or short page, up to a hard cap.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,8 +57,13 @@ def check_next_link(next_link: object, request_url: httpx.URL, page: int) -> Non
     ``page`` = this page + 1; anything else is a ProtocolError. The host is not compared
     (a server may name itself differently from how it was reached, and the link is never
     followed), and a path may carry a prefix (a server mounted under one)."""
-    if next_link is None:
+    if next_link is None or _plain_next_link(next_link, request_url, page):
         return
+    check_next_link_fully(next_link, request_url, page)
+
+
+def check_next_link_fully(next_link: object, request_url: httpx.URL, page: int) -> None:
+    """:func:`check_next_link` without its fast path for the common form."""
 
     def broken(why: str) -> ProtocolError:
         return ProtocolError(
@@ -87,6 +93,33 @@ def check_next_link(next_link: object, request_url: httpx.URL, page: int) -> Non
     wanted = request_url.params.get("page_size")
     if sizes and wanted is not None and sizes != [wanted]:
         raise broken("another page_size")
+
+
+# The common form of a good ``next``: [scheme://host[:port]]path?page=N&page_size=M, in
+# characters that parse to themselves (no dots, escapes or spaces), which the full check
+# would accept when it holds what _plain_next_link compares; it parsed the URL three
+# times, ~0.2 ms a page.
+_PLAIN_NEXT = re.compile(
+    r"(?:https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?)?"
+    r"(/[A-Za-z0-9/_-]*)\?page=([1-9][0-9]{0,8})&page_size=([0-9]{1,9})",
+    re.ASCII,
+)
+
+
+def _plain_next_link(next_link: object, request_url: httpx.URL, page: int) -> bool:
+    """Whether ``next_link`` is, in its common form, the link to page ``page`` + 1 of
+    this listing (False: let the full check decide)."""
+    if type(next_link) is not str:
+        return False
+    match = _PLAIN_NEXT.fullmatch(next_link)
+    if match is None:
+        return False
+    path, target_page, size = match.groups()
+    return (
+        path.rstrip("/").endswith(request_url.path.rstrip("/"))
+        and int(target_page) == page + 1
+        and size == request_url.params.get("page_size", size)
+    )
 
 
 class ListingIterator(Iterator["RecordPage"]):

@@ -10,7 +10,9 @@ never-landed only when two complete listings in a row agree and neither holds it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+import contextlib
+import sys
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from localstore.store.db import Store
 from localstore.store.jsontext import canonical
 from localstore.store.mirror import upsert_mirror_rows
 from localstore.sync.bounded import bounded
-from localstore.sync.mirror_writer import Listed, MirrorWriter
+from localstore.sync.mirror_writer import Listed, MirrorWriter, prepare_page
 
 if TYPE_CHECKING:
     from localstore.api import Client
@@ -54,24 +56,43 @@ def list_dataset(
     writer = MirrorWriter(store, dataset_id, dataset=dataset, exclude=exclude, write=write,
                           sole_writer=sole_writer)
     pages = client.iter_record_pages(dataset_id, page_size=PAGE_SIZE, concurrency=concurrency, track_ids=False,
-                                     on_idle=writer.flush_some)
+                                     on_idle=writer.flush_some, prepare=prepare_page if write else None)
     seen = 0
+    with short_gil_turns():
+        try:
+            for page in pages:
+                if on_page is not None:
+                    on_page(page.records)
+                writer.add(page.records, page.prepared)
+                seen += len(page.records)
+                if progress:
+                    progress(f"{label} {dataset_id[:8]}", seen, page.count)
+        except Exception:
+            writer.commit()  # (Ctrl-C is not an Exception: pull rolls back what is uncommitted)
+            raise
+        finally:
+            pages.close()
+        listing = pages.listing
+        assert listing is not None
+        return writer.finish(listing)
+
+
+GIL_TURN_SECONDS = 0.001
+
+
+@contextlib.contextmanager
+def short_gil_turns() -> Iterator[None]:
+    """While a listing runs: a thread waiting for the GIL gets it after 1 ms, not 5 (the
+    interpreter's default). The thread writing to SQLite releases the GIL for each
+    statement and then waits behind the threads decoding pages; with 5 ms turns the
+    store's core sat idle meanwhile (20,000 records at 30 ms: 0.90 s, 1 ms: 0.74 s; and
+    less CPU, 1.06 s against 0.83 s)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, GIL_TURN_SECONDS))
     try:
-        for page in pages:
-            if on_page is not None:
-                on_page(page.records)
-            writer.add(page.records)
-            seen += len(page.records)
-            if progress:
-                progress(f"{label} {dataset_id[:8]}", seen, page.count)
-    except Exception:
-        writer.commit()  # (Ctrl-C is not an Exception: pull rolls back what is uncommitted)
-        raise
+        yield
     finally:
-        pages.close()
-    listing = pages.listing
-    assert listing is not None
-    return writer.finish(listing)
+        sys.setswitchinterval(before)
 
 
 # ------------------------------------------------------------------ confirmation

@@ -48,6 +48,28 @@ PULL_COMMIT_SECONDS = 2.0
 
 
 @dataclass
+class PreparedPage:
+    """A page's records in the form a batch is written in, made by :func:`prepare_page`
+    in the thread that fetched the page: ``text`` is the live rows as JSON array items
+    (a batch's text is these joined), None when they cannot travel as JSON text."""
+
+    ids: list[str]
+    gone: list[str]
+    rows: list[BatchRow]
+    text: str | None
+
+
+def prepare_page(records: list[Record]) -> PreparedPage:
+    rows: list[BatchRow] = [
+        (r.id, r.dataset_id, r.created_at, r.updated_at, r.source, r.payload, r.properties)
+        for r in records if r.deleted_at is None
+    ]
+    text = batch_text(rows)
+    return PreparedPage([r.id for r in records], [r.id for r in records if r.deleted_at is not None],
+                        rows, None if text is None else text[1:-1])
+
+
+@dataclass
 class Listed:
     """What a whole listing of one dataset did to the mirror (its ids stay in
     ``temp.seen`` until the next listing): the mirrored records it did not show, to be
@@ -90,6 +112,7 @@ class MirrorWriter:
         self.batch_rows: list[BatchRow] = []
         self.batch_gone: list[str] = []
         self.batch_records: list[Record] = []  # only while creates are in flight (_adopt)
+        self.batch_texts: list[str | None] = []  # the pages' PreparedPage.text
         self.seen = 0
         self.removed = self.conflicts = 0
         self.adopted: dict[str, Any] = {}
@@ -109,19 +132,27 @@ class MirrorWriter:
         self.in_transaction = False
         self.transaction_records = 0
         self.transaction_started = 0.0
+        self.bulk = False
 
-    def add(self, records: Iterable[Record]) -> None:
-        for r in records:
-            self.batch_ids.append(r.id)
-            if r.deleted_at is not None:
-                self.batch_gone.append(r.id)
-            elif self.write:
-                self.batch_rows.append((r.id, r.dataset_id, r.created_at, r.updated_at, r.source,
-                                        r.payload, r.properties))
-            if self.creating:
-                self.batch_records.append(r)
+    def add(self, records: Iterable[Record], prepared: PreparedPage | None = None) -> None:
+        """A page's records (``prepared``: :func:`prepare_page` of them, made already)."""
+        records = list(records)
+        page = prepare_page(records) if prepared is None else prepared
+        self.batch_ids += page.ids
+        self.batch_gone += page.gone
+        if self.write:
+            self.batch_rows += page.rows
+            self.batch_texts.append(page.text)
+        if self.creating:
+            self.batch_records += records
         if len(self.batch_ids) >= WRITE_BATCH:
             self.flush()
+
+    def _batch_text(self, texts: list[str | None]) -> str | None:
+        """The batch's rows as one JSON text, from the pages' (None: one cannot travel)."""
+        if any(text is None for text in texts):
+            return None
+        return "[" + ",".join(text for text in texts if text) + "]"
 
     def _resolve_dataset(self) -> None:
         """The dataset's metadata, when it was asked for with the first page (a callable
@@ -157,6 +188,7 @@ class MirrorWriter:
         except BaseException:
             self.in_transaction = False
             self.conn.execute("ROLLBACK")
+            self._bulk_writes(False)
             raise
         self.transaction_records += records
         if (
@@ -168,12 +200,26 @@ class MirrorWriter:
     def commit(self) -> None:
         """Commit what was written (a listing that fails keeps what it wrote)."""
         if self.in_transaction:
+            self._bulk_writes(False)
             self.in_transaction = False
             self.conn.execute("COMMIT")
 
+    def _bulk_writes(self, on: bool) -> None:
+        """While batches are written: the mirror's search triggers stand aside (the rows
+        written are listed for the index instead, or their dataset marked) and so do its
+        CHECKs, which parse every payload and properties again (a fifth of a batch's
+        time; a Record's are objects, checked when read). A first pull keeps this on for
+        its whole transaction: two statements fewer per batch."""
+        if on != self.bulk:
+            self.bulk = on
+            self.conn.execute("UPDATE search_state SET deferred = ?", (int(on),))
+            self.conn.execute(f"PRAGMA ignore_check_constraints = {'ON' if on else 'OFF'}")
+
     def flush(self) -> None:
         ids, rows, gone, records = self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records
+        texts = self.batch_texts
         self.batch_ids, self.batch_rows, self.batch_gone, self.batch_records = [], [], [], []
+        self.batch_texts = []
         self.seen += len(ids)
         if not ids or not self.write:
             return
@@ -192,18 +238,21 @@ class MirrorWriter:
             if self.creating:
                 self._adopt(conn, records)
             # records sync is writing itself keep their row (checked now: the set grows)
-            rows = [row for row in rows if row[0] not in self.exclude]
-            changed, text, text_changed = self._changed(conn, rows)
-            # the full-text index catches up on these when it is next read, in bulk
-            conn.execute("UPDATE search_state SET deferred = 1")
-            if text is not None:
-                upsert_batch(conn, text)
-            else:
-                conn.executemany(MIRROR_UPSERT, [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
-            conn.execute("UPDATE search_state SET deferred = 0")
-            if not self.first_pull:  # (a first pull marked the whole dataset)
-                conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
-                             (orjson.dumps(text_changed).decode(),))
+            kept = [row for row in rows if row[0] not in self.exclude] if self.exclude else rows
+            text = self._batch_text(texts) if len(kept) == len(rows) and rows else None
+            changed, text, text_changed = self._changed(conn, kept, text)
+            if changed:
+                # the full-text index catches up on these when it is next read, in bulk
+                self._bulk_writes(True)
+                if text is not None:
+                    upsert_batch(conn, text)
+                else:
+                    conn.executemany(MIRROR_UPSERT,
+                                     [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
+                if not self.first_pull:  # (a first pull marked the whole dataset)
+                    self._bulk_writes(False)
+                    conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
+                                 (orjson.dumps(text_changed).decode(),))
             for rid in gone:
                 if rid in self.exclude:
                     continue
@@ -212,13 +261,15 @@ class MirrorWriter:
                 self.conflicts += outcome == "conflict"
 
     def _changed(
-        self, conn: sqlite3.Connection, candidates: list[BatchRow]
+        self, conn: sqlite3.Connection, candidates: list[BatchRow], text: str | None
     ) -> tuple[list[BatchRow], str | None, list[str]]:
         """The rows that are new or differ from the mirror, the same as one JSON text
-        (None: write them row by row), and the ids among them whose text may have changed."""
+        (None: write them row by row), and the ids among them whose text may have changed
+        (``text``: the candidates' JSON text, when the pages made it)."""
         if not candidates:
             return [], None, []
-        text = batch_text(candidates)
+        if text is None:
+            text = batch_text(candidates)
         if self.fresh:
             return candidates, text, [row[0] for row in candidates]
         if text is None:
