@@ -40,12 +40,14 @@ def record_fast(value: Any, dataset_id: str | None = None) -> Record | None:
     if (
         type(rid) is str and _UUID.fullmatch(rid)
         and type(ds) is str and (ds == dataset_id or _UUID.fullmatch(ds))
-        and type(created) is str and (created := fast_ts(created)) is not None
-        and type(updated) is str and (updated := fast_ts(updated)) is not None
+        and type(created) is str and type(updated) is str
+        # a record never changed has updated_at = created_at: one timestamp to read
+        and (updated_ts := fast_ts(updated)) is not None
+        and (created_ts := updated_ts if created == updated else fast_ts(created)) is not None
         and "deleted_at" in value and get("deleted_at") is None
         and type(source) is str and type(payload) is dict and type(properties) is dict
     ):
-        return Record(rid, ds, created, updated, None, source, payload, properties)
+        return Record(rid, ds, created_ts, updated_ts, None, source, payload, properties)
     return None
 
 

@@ -61,6 +61,8 @@ def list_dataset(
     with short_gil_turns():
         try:
             for page in pages:
+                if not seen:
+                    writer.expect(page.count)
                 if on_page is not None:
                     on_page(page.records)
                 writer.add(page.records, page.prepared)

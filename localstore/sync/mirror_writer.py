@@ -39,11 +39,15 @@ if TYPE_CHECKING:
 
 WRITE_BATCH = 2500  # records per statement while a listing is written (see the commit for why 2500)
 IDLE_BATCH = 500  # records worth writing while the listing waits for pages anyway
-# A pull (the mirror's sole writer meanwhile) commits this many records at a time, or
-# what it wrote in this many seconds: each commit writes every index page it touched,
+# A pull (the mirror's sole writer meanwhile) commits up to this many records at a time,
+# or what it wrote in this many seconds: each commit writes every index page it touched,
 # and a record's random id touches another page of each index (at a million records,
-# committing every batch wrote ~20x the records' own size).
+# committing every batch wrote ~20x the records' own size). A smaller dataset commits a
+# quarter of itself at a time (at least PULL_COMMIT_MIN): its indexes are small, and
+# the WAL is copied into the store (checkpointed) while pages are still arriving, not
+# all of it after the last one (20,000 records at 30 ms: 0.73 s against 0.81 s).
 PULL_COMMIT_RECORDS = 25_000
+PULL_COMMIT_MIN = 5_000
 PULL_COMMIT_SECONDS = 2.0
 
 
@@ -133,6 +137,11 @@ class MirrorWriter:
         self.transaction_records = 0
         self.transaction_started = 0.0
         self.bulk = False
+
+    def expect(self, count: int) -> None:
+        """The listing's ``count`` (its first page's): how much a pull commits at a time."""
+        if self.commit_records:
+            self.commit_records = min(PULL_COMMIT_RECORDS, max(PULL_COMMIT_MIN, count // 4))
 
     def add(self, records: Iterable[Record], prepared: PreparedPage | None = None) -> None:
         """A page's records (``prepared``: :func:`prepare_page` of them, made already)."""
