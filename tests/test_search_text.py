@@ -5,7 +5,9 @@ leaves the same index as the triggers would."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,11 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localstore.api import Client
+from localstore.core.record import Record
 from localstore.core.search_text import message_docs
 from localstore.ops import search as search_module
 from localstore.ops.search import catch_up
 from localstore.store.db import Store
 from localstore.store.jsontext import canonical
+from localstore.sync.mirror_writer import MirrorWriter
 from localstore.sync.pull import pull
 
 DATASET = "00000000-0000-4000-8000-0000000000d5"
@@ -96,3 +100,30 @@ def test_what_a_pull_wrote_is_indexed_in_bulk_as_the_triggers_would(
         assert indexed == expected and len(indexed) > 30
         assert bulk.scalar("SELECT count(*) FROM search_fts WHERE search_fts MATCH 'quokka'") == 4  # not the key of the last one
         bulk.conn.execute("INSERT INTO search_fts (search_fts, rank) VALUES ('integrity-check', 1)")
+
+
+def test_a_reader_who_indexes_during_a_first_pull_misses_none_of_its_records(tmp_path: Path) -> None:
+    """A first pull marks its dataset for the index, not each record, and commits many
+    batches; a reader (another process) may catch the index up between two commits and
+    drop the mark. Each commit marks the dataset anew, so what the pull writes afterwards
+    is indexed as well (the reader starts the dataset over)."""
+    stamp = "2026-01-02T03:04:05.000000Z"
+    records = [
+        Record(str(uuid.UUID(int=i + 1)), DATASET, stamp, stamp, None, "DIRECT_INPUT",
+               {"messages": [{"role": "user", "content": f"wombat number {i}"}]}, {})
+        for i in range(30)
+    ]
+    path = tmp_path / "s.db"
+    with Store.open(path) as store, Store.open(path) as reader:
+        writer = MirrorWriter(store, DATASET, sole_writer=True)
+        assert writer.first_pull
+        writer.add(records[:10])
+        writer.flush()
+        writer.commit()
+        assert catch_up(reader) == 10 and reader.scalar("SELECT count(*) FROM search_stale") == 0
+        writer.add(records[10:])
+        listed = writer.finish(SimpleNamespace(count=30, complete=True, problems=[]))
+        assert listed.complete and listed.missing == []
+        assert catch_up(reader) == 30
+        found = {hit.record_id for hit in search_module.search(reader, "wombat", limit=None)}
+        assert found == {r.id for r in records}
