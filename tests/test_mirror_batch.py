@@ -101,6 +101,22 @@ def test_the_batch_finds_and_writes_what_row_by_row_does(
         conn.execute("ROLLBACK TO by_rows")
         upsert_batch(conn, text)
         assert _mirror(store) == by_rows
+        conn.execute("ROLLBACK TO by_rows")
+        upsert_batch(conn, text, in_id_order=True)
+        assert _mirror(store) == by_rows
+
+
+@pytest.mark.parametrize("in_id_order", [False, True])
+def test_a_record_listed_twice_in_a_batch_is_stored_as_listed_last(store: Store, in_id_order: bool) -> None:
+    rows = [_row(i % 3, "2025-10-07T20:56:01.974Z", {"n": i}, {}) for i in (5, 4, 3, 2, 1, 0)]
+    text = batch_text(rows)
+    assert text is not None
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM mirror")
+        upsert_batch(conn, text, in_id_order=in_id_order)
+    assert dict(store.conn.execute("SELECT id, payload FROM mirror")) == {
+        "r-0": '{"n":0}', "r-1": '{"n":1}', "r-2": '{"n":2}'
+    }
 
 
 def test_text_that_cannot_travel_as_json_falls_back(store: Store) -> None:

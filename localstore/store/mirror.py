@@ -129,6 +129,13 @@ def changed_in_batch(conn: sqlite3.Connection, text: str) -> list[tuple[int, boo
     return [(index, bool(text_changed)) for index, text_changed in orjson.loads(found)]
 
 
-def upsert_batch(conn: sqlite3.Connection, text: str) -> None:
+# The same, the rows taken in id order: each of the id index's pages is then visited
+# once per batch, in order. That pays once the index is many times SQLite's page cache
+# (a pull of 1,000,000 records: 40 s against 44 s) and costs a sort where it is not
+# (20,000 records: ~5 % slower). A record listed twice in one batch: the later wins, as unsorted.
+UPSERT_BATCH_IN_ID_ORDER = UPSERT_BATCH.replace("WHERE true", "WHERE true ORDER BY value ->> 0, key")
+
+
+def upsert_batch(conn: sqlite3.Connection, text: str, *, in_id_order: bool = False) -> None:
     """Write a batch's rows as the server holds them; call inside a transaction."""
-    conn.execute(UPSERT_BATCH, {"batch": text})
+    conn.execute(UPSERT_BATCH_IN_ID_ORDER if in_id_order else UPSERT_BATCH, {"batch": text})

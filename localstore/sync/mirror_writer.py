@@ -49,6 +49,7 @@ IDLE_BATCH = 500  # records worth writing while the listing waits for pages anyw
 PULL_COMMIT_RECORDS = 25_000
 PULL_COMMIT_MIN = 5_000
 PULL_COMMIT_SECONDS = 2.0
+IN_ID_ORDER_FROM = 250_000  # a listing this large writes each batch in id order (see UPSERT_BATCH_IN_ID_ORDER)
 
 
 @dataclass
@@ -137,11 +138,14 @@ class MirrorWriter:
         self.transaction_records = 0
         self.transaction_started = 0.0
         self.bulk = False
+        self.in_id_order = False
 
     def expect(self, count: int) -> None:
-        """The listing's ``count`` (its first page's): how much a pull commits at a time."""
+        """The listing's ``count`` (its first page's): how much a pull commits at a time,
+        and whether batches are written in id order."""
         if self.commit_records:
             self.commit_records = min(PULL_COMMIT_RECORDS, max(PULL_COMMIT_MIN, count // 4))
+        self.in_id_order = count >= IN_ID_ORDER_FROM
 
     def add(self, records: Iterable[Record], prepared: PreparedPage | None = None) -> None:
         """A page's records (``prepared``: :func:`prepare_page` of them, made already)."""
@@ -254,7 +258,7 @@ class MirrorWriter:
                 # the full-text index catches up on these when it is next read, in bulk
                 self._bulk_writes(True)
                 if text is not None:
-                    upsert_batch(conn, text)
+                    upsert_batch(conn, text, in_id_order=self.in_id_order)
                 else:
                     conn.executemany(MIRROR_UPSERT,
                                      [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
