@@ -63,7 +63,7 @@ def main() -> None:
         vs_floor = f"{row['vs_floor']:.2f}" if row.get("vs_floor") else ""
         met = {True: "✓", False: "missed", None: ""}[row.get("met")]
         cells = [name, figure(row["localstore"], unit), figure(row.get("baseline"), "s"), speedup,
-                 figure(row.get("floor"), "s"), vs_floor, row["target"].replace(">=", "≥").replace("<=", "≤"), met]
+                 figure(row.get("floor"), "s"), vs_floor, row["target"].replace(">=", "≥").replace("<=", "≤").replace("x SDK", "× SDK").replace("x floor", "× floor"), met]
         if several:
             cells.append(spread([run[name] for run in runs if name in run]))
         print("| " + " | ".join(cells) + " |")
