@@ -11,8 +11,9 @@ Measured, with the targets beside them:
   (c) a conversation page served by `localstore browse` on that store (median of 30
       records; target <= 0.3 s)
   (d) a pull of P records from the emulator (in a process of its own, L ms of latency)
-      into a fresh store, with the index maintained and with its triggers dropped,
-      alternating, R runs each (target: with <= 1.3x without)
+      into a fresh store, then the indexing its first reader does (a pull defers it),
+      against the pull with the index's triggers dropped, alternating, R runs each
+      (target: with <= 1.3x without)
 The N-record store is written directly (emulator-generated content, ~5 messages a
 record); nothing here asserts anything. --small: N=5,000, P=2,000, R=2.
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 import httpx
 
 from localstore.api import Client
-from localstore.ops.search import search
+from localstore.ops.search import catch_up, search
 from localstore.store.db import MIGRATIONS, Store
 from localstore.store.jsontext import canonical
 from localstore.store.migrations import FTS_MIGRATION
@@ -158,6 +159,8 @@ def _pull_once(emu: Emulator, dataset_id: str, path: Path, *, index: bool) -> fl
         with Client(emu.url, KEY) as client:
             started = time.perf_counter()
             pull(store, client, [dataset_id])
+            if index:  # a pull defers the index to its first reader, who pays for it here
+                catch_up(store)
             elapsed = time.perf_counter() - started
         indexed = store.scalar("SELECT count(*) FROM search_docs")
         assert (indexed > 0) == index
@@ -178,7 +181,7 @@ def bench_pull(records: int, latency: float, runs: int, tmp: Path) -> Figures:
         emu.close()
     a, b = statistics.median(with_index), statistics.median(without)
     return [
-        (f"pull {records} records @ {latency:g} ms, index maintained", a, "-", None),
+        (f"pull {records} records @ {latency:g} ms, then index them", a, "-", None),
         (f"pull {records} records @ {latency:g} ms, no index", b, "-", None),
         ("  ratio (median of runs)", a / b, "<= 1.3x", a / b <= 1.3),
     ]
