@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 from localstore_emulator import EmulatorServer, seed_dataset
 
@@ -28,6 +29,7 @@ def main() -> None:
         for line in sys.stdin:
             command = json.loads(line)
             op = command["op"]
+            answer: dict[str, Any]
             if op == "seed":
                 answer = {"dataset_id": seed_dataset(server.state, command["records"], seed=command.get("seed", 0))}
             elif op == "configure":
