@@ -545,6 +545,7 @@ class _Run:
             ledger.deletes_done(conn, outcomes)
             for flight, state, _ in outcomes:
                 self.report.deleted += state == "sent"
+                self.report.rejected += state == "rejected"
                 if state == "sent":
                     self.deleted.add(flight.record_id)
             self._failed(exc)
