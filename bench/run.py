@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -265,23 +266,34 @@ def prepared_store(emu: Emulator, dataset_id: str, path: Path) -> tuple[Store, l
     return store, ids
 
 
-def bench_property_edits(emu: Emulator, records: int, count: int, latency: float, listing_floor: float, tmp: Path) -> Row:
-    """The median of SYNC_REPEATS syncs (each of its own dataset); the SDK loop once."""
+def median_sync(
+    emu: Emulator, records: int, count: int, tmp: Path, kind: str, edit: Callable[[Store, list[str]], object]
+) -> float:
+    """The median of SYNC_REPEATS `localstore sync` processes, each of its own dataset
+    with ``edit`` applied to ``count`` of its records spread over its pages; the sync's
+    report must count each of them under ``kind``."""
     times = []
     for repeat in range(SYNC_REPEATS):
-        path = tmp / f"edits-{repeat}.db"
+        path = tmp / f"{kind}-{repeat}.db"
         store, ids = prepared_store(emu, emu.seed(records), path)
-        chosen = ids[:: max(1, len(ids) // count)][:count]  # spread over the dataset's pages
-        for rid in chosen:
-            edits.set_properties(store, rid, {"label": "benchmarked"})
+        edit(store, ids[:: max(1, len(ids) // count)][:count])
         store.close()
         elapsed, report = cli(path, emu.url, "sync", "--json")
-        assert isinstance(report, dict) and report["updated"] == count and report["exit_code"] == 0, report
+        assert isinstance(report, dict) and report[kind] == count and report["exit_code"] == 0, report
         times.append(elapsed)
-    elapsed = statistics.median(times)
-    sdk_ds = emu.seed(records)
+    return statistics.median(times)
+
+
+def _set_label(store: Store, ids: list[str]) -> None:
+    for rid in ids:
+        edits.set_properties(store, rid, {"label": "benchmarked"})
+
+
+def bench_property_edits(emu: Emulator, records: int, count: int, latency: float, listing_floor: float, tmp: Path) -> Row:
+    """`localstore sync` (median_sync) against the SDK's update_properties loop, once."""
+    elapsed = median_sync(emu, records, count, tmp, "updated", _set_label)
     sdk = sdk_client(emu.url)
-    targets = _sdk_ids(sdk, sdk_ds, count)
+    targets = _sdk_ids(sdk, emu.seed(records), count)
     started = time.perf_counter()
     for rid, properties in targets:
         sdk.beta.observability.datasets.records.update_properties(
@@ -293,20 +305,10 @@ def bench_property_edits(emu: Emulator, records: int, count: int, latency: float
 
 
 def bench_deletes(emu: Emulator, records: int, count: int, latency: float, listing_floor: float, tmp: Path) -> Row:
-    """The median of SYNC_REPEATS syncs (each of its own dataset); the SDK loop once."""
-    times = []
-    for repeat in range(SYNC_REPEATS):
-        path = tmp / f"deletes-{repeat}.db"
-        store, ids = prepared_store(emu, emu.seed(records), path)
-        edits.delete_records(store, ids[:: max(1, len(ids) // count)][:count])
-        store.close()
-        elapsed, report = cli(path, emu.url, "sync", "--json")
-        assert isinstance(report, dict) and report["deleted"] == count and report["exit_code"] == 0, report
-        times.append(elapsed)
-    elapsed = statistics.median(times)
-    sdk_ds = emu.seed(records)
+    """`localstore sync` (median_sync) against the SDK's delete loop, once."""
+    elapsed = median_sync(emu, records, count, tmp, "deleted", edits.delete_records)
     sdk = sdk_client(emu.url)
-    targets = _sdk_ids(sdk, sdk_ds, count)
+    targets = _sdk_ids(sdk, emu.seed(records), count)
     started = time.perf_counter()
     for rid, _ in targets:
         sdk.beta.observability.datasets.records.delete(dataset_record_id=rid)

@@ -149,3 +149,28 @@ def test_a_pull_of_awkward_text_stores_what_canonical_gives(tmp_path: Path) -> N
         props = dict(fresh.conn.execute("SELECT id, properties FROM mirror").fetchall())
     assert stored == {r.id: canonical(r.payload) for r in records}
     assert props == {r.id: canonical(r.properties) for r in records}
+
+
+def test_a_first_pull_counts_the_tombstones_it_listed_once(tmp_path: Path) -> None:
+    """A first pull keeps no ids: its distinct records are the rows it wrote plus the
+    tombstones it listed that are not among them (one listed live too counts once)."""
+    from types import SimpleNamespace
+
+    from localstore.core.record import Record
+
+    stamp = "2025-10-07T20:56:01.974000Z"
+
+    def record(n: int, deleted: str | None = None) -> Record:
+        return Record(f"r-{n}", DS, stamp, stamp, deleted, "DIRECT_INPUT", {"n": n}, {})
+
+    with Store.open(tmp_path / "s.db") as fresh:
+        writer = MirrorWriter(fresh, DS, sole_writer=True)
+        assert writer.first_pull
+        writer.add([record(1), record(2), record(3), record(4, stamp), record(3, stamp)])
+        listed = writer.finish(SimpleNamespace(count=4, complete=True, problems=[]))
+        assert (listed.complete, listed.problems) == (True, [])
+        listed_short = MirrorWriter(fresh, "another-dataset", sole_writer=True)
+        assert listed_short.first_pull
+        listed_short.add([Record("x-1", "another-dataset", stamp, stamp, None, "DIRECT_INPUT", {}, {})])
+        short = listed_short.finish(SimpleNamespace(count=2, complete=True, problems=[]))
+        assert not short.complete and short.problems == ["saw 1 distinct records, count is 2"]
