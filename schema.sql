@@ -3,7 +3,7 @@
 -- Timestamps are ISO 8601 UTC strings (2026-11-25T18:51:57.123456Z); payload and
 -- properties are JSON text, so json_extract(properties, '$.label') works.
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 -- Datasets the store knows; `tracked` ones are pulled by a bare `pull` and by `sync`.
 CREATE TABLE datasets (
@@ -19,9 +19,12 @@ CREATE TABLE datasets (
 
 -- The mirror: each record as last seen on the server. Only pull, fetch and sync write
 -- here; local edits never do. A row with deleted_at set is a tombstone, kept only
--- while a working copy still refers to it.
+-- while a working copy still refers to it. Its id is unique by an index of its own, not
+-- a PRIMARY KEY: a large first pull drops that index and builds it once at the end
+-- (localstore.sync.mirror_writer), since random ids inserted one by one touch a page of
+-- it each and every commit rewrites them all.
 CREATE TABLE mirror (
-    id         TEXT PRIMARY KEY,
+    id         TEXT NOT NULL,
     dataset_id TEXT NOT NULL REFERENCES datasets (id),
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -30,6 +33,7 @@ CREATE TABLE mirror (
     payload    TEXT NOT NULL CHECK (json_type(payload) = 'object'),
     properties TEXT NOT NULL CHECK (json_type(properties) = 'object')
 );
+CREATE UNIQUE INDEX mirror_id ON mirror (id);
 CREATE INDEX mirror_by_dataset ON mirror (dataset_id, created_at, id);
 -- The few tombstones (kept while a working copy refers to them): counting live records is
 -- count(*) less these, not a scan of every row.

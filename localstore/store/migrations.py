@@ -70,7 +70,7 @@ INSERT INTO search_fts (search_fts) VALUES ('rebuild');
 DROP VIEW temp.fts_source;
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Migrations from version N to N+1, applied in order inside one transaction each. They
 # change tables; views and triggers are derived and made anew from schema.sql after
@@ -127,5 +127,27 @@ CREATE TABLE IF NOT EXISTS search_stale (
     after_created_at TEXT NOT NULL DEFAULT '',
     after_id         TEXT NOT NULL DEFAULT ''
 );
+""",
+    # 5 -> 6: the mirror's id unique by an index of its own (a large first pull drops it
+    # and builds it at the end), not by a PRIMARY KEY, whose index cannot be dropped.
+    # Copied aside and back, not renamed: the table's text stays schema.sql's.
+    5: """
+CREATE TABLE mirror_v5 AS SELECT * FROM mirror;
+DROP TABLE mirror;
+CREATE TABLE mirror (
+    id         TEXT NOT NULL,
+    dataset_id TEXT NOT NULL REFERENCES datasets (id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT,
+    source     TEXT NOT NULL,
+    payload    TEXT NOT NULL CHECK (json_type(payload) = 'object'),
+    properties TEXT NOT NULL CHECK (json_type(properties) = 'object')
+);
+INSERT INTO mirror SELECT * FROM mirror_v5 ORDER BY id;
+DROP TABLE mirror_v5;
+CREATE UNIQUE INDEX mirror_id ON mirror (id);
+CREATE INDEX mirror_by_dataset ON mirror (dataset_id, created_at, id);
+CREATE INDEX mirror_tombstones ON mirror (id) WHERE deleted_at IS NOT NULL;
 """,
 }

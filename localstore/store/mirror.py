@@ -61,6 +61,12 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+# A large first pull, while the id index is dropped (localstore.sync.mirror_writer):
+# nothing to conflict with, a record listed twice is written twice (the later row wins
+# when the index is built again).
+MIRROR_INSERT = MIRROR_UPSERT.split("ON CONFLICT")[0]
+
+
 def mirror_row(record: Record) -> tuple[Any, ...]:
     return (
         record.id,
@@ -139,3 +145,11 @@ UPSERT_BATCH_IN_ID_ORDER = UPSERT_BATCH.replace("WHERE true", "WHERE true ORDER 
 def upsert_batch(conn: sqlite3.Connection, text: str, *, in_id_order: bool = False) -> None:
     """Write a batch's rows as the server holds them; call inside a transaction."""
     conn.execute(UPSERT_BATCH_IN_ID_ORDER if in_id_order else UPSERT_BATCH, {"batch": text})
+
+
+INSERT_BATCH = UPSERT_BATCH.split("ON CONFLICT")[0]
+
+
+def insert_batch(conn: sqlite3.Connection, text: str) -> None:
+    """A batch's rows appended, each as a new row (:data:`MIRROR_INSERT`)."""
+    conn.execute(INSERT_BATCH, {"batch": text})

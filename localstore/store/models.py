@@ -157,8 +157,11 @@ class MirrorRow(SQLModel, table=True):
     """A record as last seen on the server (a tombstone when ``deleted_at`` is set)."""
 
     __tablename__ = "mirror"
+    # unique by an index, not a PRIMARY KEY (schema.sql says why); the ORM's key still
+    __table_args__ = (sa.Index("mirror_id", "id", unique=True),)
+    __mapper_args__ = {"primary_key": ["id"]}
 
-    id: str = _column(TEXT, primary_key=True)
+    id: str = _column(TEXT)
     dataset_id: str = _column(TEXT, foreign_key="datasets.id")
     created_at: str = _column(TEXT)
     updated_at: str = _column(TEXT)

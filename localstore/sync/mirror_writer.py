@@ -26,11 +26,13 @@ from localstore.core.timestamps import now_ts
 from localstore.store import ledger
 from localstore.store.db import Store
 from localstore.store.mirror import (
+    MIRROR_INSERT,
     MIRROR_UPSERT,
     BatchRow,
     batch_row_text,
     batch_text,
     changed_in_batch,
+    insert_batch,
     upsert_batch,
 )
 
@@ -50,6 +52,13 @@ PULL_COMMIT_RECORDS = 25_000
 PULL_COMMIT_MIN = 5_000
 PULL_COMMIT_SECONDS = 2.0
 IN_ID_ORDER_FROM = 250_000  # a listing this large writes each batch in id order (see UPSERT_BATCH_IN_ID_ORDER)
+# A first pull of at least this many records, into a mirror holding no more rows than
+# that, drops the mirror's id index, appends its records and builds the index once at
+# the end: inserted one by one, random ids touch a page of the index each, and every
+# commit writes each page touched again (a million records: the index cost more than
+# every other write together). It is then one transaction: nobody else ever sees the
+# mirror without its index, and a pull that is killed leaves nothing behind.
+REBUILD_ID_INDEX_FROM = 50_000
 
 
 @dataclass
@@ -139,6 +148,9 @@ class MirrorWriter:
         self.transaction_started = 0.0
         self.bulk = False
         self.in_id_order = False
+        self.rebuild_id_index = False  # (expect) this pull drops the id index and builds it at the end
+        self.id_index_dropped = False
+        self.gone_later: list[str] = []  # tombstones listed while the id index is dropped
 
     def expect(self, count: int) -> None:
         """The listing's ``count`` (its first page's): how much a pull commits at a time,
@@ -146,6 +158,11 @@ class MirrorWriter:
         if self.commit_records:
             self.commit_records = min(PULL_COMMIT_RECORDS, max(PULL_COMMIT_MIN, count // 4))
         self.in_id_order = count >= IN_ID_ORDER_FROM
+        if self.first_pull and count >= REBUILD_ID_INDEX_FROM and not self.started:
+            (others,) = self.conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM mirror LIMIT ?)", (count + 1,)
+            ).fetchone()
+            self.rebuild_id_index = others <= count
 
     def add(self, records: Sequence[Record], prepared: PreparedPage | None = None) -> None:
         """A page's records (``prepared``: :func:`prepare_page` of them, made already)."""
@@ -195,14 +212,20 @@ class MirrorWriter:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO search_stale (dataset_id) VALUES (?)", (self.dataset_id,)
                 )
+            if self.rebuild_id_index and not self.id_index_dropped:
+                self.conn.execute("DROP INDEX mirror_id")
+                self.id_index_dropped = True
         try:
             yield self.conn
         except BaseException:
             self.in_transaction = False
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")  # (the id index too, when it was dropped)
+            self.id_index_dropped = False
             self._bulk_writes(False)
             raise
         self.transaction_records += records
+        if self.rebuild_id_index and self.commit_records:
+            return  # one transaction, committed at the end (finish, or commit)
         if (
             self.transaction_records >= self.commit_records
             or time.monotonic() - self.transaction_started >= PULL_COMMIT_SECONDS
@@ -212,9 +235,40 @@ class MirrorWriter:
     def commit(self) -> None:
         """Commit what was written (a listing that fails keeps what it wrote)."""
         if self.in_transaction:
+            self._restore_id_index()
             self._bulk_writes(False)
             self.in_transaction = False
             self.conn.execute("COMMIT")
+
+    def _restore_id_index(self) -> None:
+        """The id index built again, after the records written without it; a record
+        listed twice (pages shifted under the listing) keeps the row written last, as an
+        upsert would have. Then the tombstones listed meanwhile (they look rows up by id)."""
+        if not self.id_index_dropped:
+            return
+        conn = self.conn
+        try:
+            conn.execute("CREATE UNIQUE INDEX mirror_id ON mirror (id)")
+        except sqlite3.IntegrityError:
+            # the mirror's delete trigger looks the record up by id: an index first
+            conn.execute("CREATE INDEX mirror_id ON mirror (id)")
+            conn.execute(
+                """DELETE FROM mirror WHERE rowid IN (
+                       SELECT m.rowid FROM mirror AS m
+                       WHERE EXISTS (SELECT 1 FROM mirror AS later WHERE later.id = m.id
+                                     AND later.rowid > m.rowid))"""
+            )
+            conn.execute("DROP INDEX mirror_id")
+            conn.execute("CREATE UNIQUE INDEX mirror_id ON mirror (id)")
+        self.id_index_dropped = False
+        gone, self.gone_later = self.gone_later, []
+        for rid in gone:
+            self._remote_gone(conn, rid)
+
+    def _remote_gone(self, conn: sqlite3.Connection, rid: str) -> None:
+        outcome = ledger.remote_gone(conn, rid)
+        self.removed += outcome == "removed"
+        self.conflicts += outcome == "conflict"
 
     def _bulk_writes(self, on: bool) -> None:
         """While batches are written: the mirror's search triggers stand aside (the rows
@@ -256,7 +310,13 @@ class MirrorWriter:
             if changed:
                 # the full-text index catches up on these when it is next read, in bulk
                 self._bulk_writes(True)
-                if text is not None:
+                if self.id_index_dropped:
+                    if text is not None:
+                        insert_batch(conn, text)
+                    else:
+                        conn.executemany(MIRROR_INSERT,
+                                         [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
+                elif text is not None:
                     upsert_batch(conn, text, in_id_order=self.in_id_order)
                 else:
                     conn.executemany(MIRROR_UPSERT,
@@ -268,9 +328,10 @@ class MirrorWriter:
             for rid in gone:
                 if rid in self.exclude:
                     continue
-                outcome = ledger.remote_gone(conn, rid)
-                self.removed += outcome == "removed"
-                self.conflicts += outcome == "conflict"
+                if self.id_index_dropped:
+                    self.gone_later.append(rid)
+                else:
+                    self._remote_gone(conn, rid)
 
     def _changed(
         self, conn: sqlite3.Connection, candidates: list[BatchRow], text: str | None
@@ -341,6 +402,9 @@ class MirrorWriter:
     def finish(self, listing: Any) -> Listed:
         """After the last page: which mirrored records the listing did not show."""
         self.flush()
+        if self.id_index_dropped:
+            with self._transaction(0):
+                self._restore_id_index()
         listed = Listed(self.dataset_id, listing.count, listing.complete, list(listing.problems),
                         records=self.seen, removed=self.removed, conflicts=self.conflicts,
                         adopted=self.adopted)
