@@ -29,7 +29,7 @@ from localstore.errors import UsageError
 from localstore.files.manifest import MANIFEST_NAME, OBJECTS_NAME
 from localstore.files.parse import FileProblem, parse_record
 from localstore.ops import queries as views
-from localstore.ops.edits import edit_record
+from localstore.ops.edits import delete_records, edit_record
 from localstore.ops.resolve import resolve
 from localstore.store.db import Store
 from localstore.sync.pull import pull
@@ -368,6 +368,47 @@ def test_watch_delete_file_queues_a_delete(make_env: Callable[[int], Env]) -> No
         wait_until(lambda: env.status().pending == 0, "the delete undone")
         w.wait_said("delete undone")
     assert rid in env.ids()
+
+
+def _watch_step(env: Env) -> list[files.FileOutcome]:
+    """One pass of the watcher's loop (as ``files.watch`` runs it), without the timing."""
+    co = files.Checkout.open(env.store, env.dir)
+    with co.locked():
+        outcomes = [co.apply(change.path) for change in co.scan()]
+        co.refresh()
+        outcomes += [co.apply(co.root / rel) for rel in sorted({*co.refused, *(r for r, e in co.files.items() if e.held)})]
+        co.save()
+    return outcomes
+
+
+@pytest.mark.parametrize("deleted_by", ["me", "teammate"])
+def test_the_file_of_a_deleted_record_never_brings_it_back(make_env: Callable[[int], Env], deleted_by: str) -> None:
+    """A file edited, then its record deleted (`localstore rm` and a sync, or a teammate
+    and a pull): the file is left alone and said to be refused, never created anew as
+    another record (found by the model-based test of sync)."""
+    env = make_env(2)
+    files.checkout(env.store, env.dir)
+    rid = env.ids()[0]
+    edited = read_json(env.path(rid))
+    edited["properties"]["label"] = "mine"
+    write_json(env.path(rid), edited)
+    with env.client() as client:
+        if deleted_by == "me":
+            delete_records(env.store, [rid])
+            assert [o.action for o in _watch_step(env)] == ["refused", "refused"]  # deleted here: not undone
+            sync(env.store, client)
+        else:
+            env.emulator.state.bulk_delete([rid])
+            pull(env.store, client, [env.ds])
+    outcomes = _watch_step(env)
+    refused = [o for o in outcomes if o.action == "refused" and o.message]
+    assert refused and "no longer in the store" in refused[0].message, outcomes
+    assert not [o for o in outcomes if o.action == "created"]
+    assert len(env.emulator.state.list_records(env.ds)) == 1 and env.status().pending == 0
+    assert read_json(env.path(rid)) == edited  # the user's content is kept
+    env.path(rid).unlink()  # removing the file lets it go
+    _watch_step(env)
+    assert not _watch_step(env) and env.status().pending == 0
 
 
 def test_watch_removed_dataset_folder_deletes_nothing(make_env: Callable[[int], Env]) -> None:

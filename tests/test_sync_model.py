@@ -170,6 +170,7 @@ class Oracle:
         self.intents: dict[tuple[str, str, str], Intent] = {}  # (store, record, part) -> latest
         self.deletes: list[Intent] = []  # every delete a user made
         self.creates: set[str] = set()  # payloads of the records users created
+        self.asked: set[str] = set()  # the same, never taken back
 
     def intend(self, intent: Intent) -> None:
         old = self.intents.get((intent.store, intent.record_id, intent.part))
@@ -299,6 +300,12 @@ class Oracle:
                 created[write.value] = created.get(write.value, 0) + 1
         twice = {v: n for v, n in created.items() if n > 1}
         assert not twice, f"creates landed more than once: {twice}"
+        for write in self.log.writes:
+            if write.creation and not write.teammate and write.part == "payload":
+                assert write.value in self.asked, (
+                    f"a store created {write.record_id} with payload {write.value}, which no user "
+                    "created (a deleted record brought back?)"
+                )
 
 
 @dataclass
@@ -507,6 +514,7 @@ def make_machine(
             self.oracle.intend(Intent(name, rid, "payload", canonical(payload), {}, made))
             self.oracle.intend(Intent(name, rid, key_part("k1"), canonical(k1), {}, made))
             self.oracle.creates.add(canonical(payload))
+            self.oracle.asked.add(canonical(payload))
             self.after_step(name)
 
         @rule(name=st.sampled_from(STORES), pick=st.integers(0, 99))
@@ -856,6 +864,7 @@ def make_machine(
             (self.files_dir() / self.dataset).mkdir(exist_ok=True)
             (self.files_dir() / rel).write_text(json.dumps({"payload": payload, "properties": {"k1": k1}}))
             self.oracle.creates.add(canonical(payload))
+            self.oracle.asked.add(canonical(payload))
             self.file_pending.append(FileIntent(rel, None, "create", "payload", canonical(payload), {}, canonical(k1)))
             self.after_step("A")
 
@@ -941,8 +950,10 @@ def make_machine(
                         i.part, i.value,
                     ):
                         self.oracle.intend(Intent("A", rid, i.part, i.value, i.seen, made))
-                    elif record is not None:
-                        keep.append(i)  # held (or refused): merged again later
+                    elif record is not None or deleted:
+                        # held, or refused while the record is deleted here: merged again
+                        # later (after a revert of the delete, say)
+                        keep.append(i)
                 elif i.kind == "delete":
                     if deleted:
                         self.oracle.drop("A", rid)

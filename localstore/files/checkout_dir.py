@@ -415,6 +415,14 @@ class Checkout:
         ds, name = rel.split("/")
         rid = entry.id if entry else canonical_uuid(name[: -len(".json")])
         state = self._record_state(rid, ds) if rid else None
+        if state is None and entry is not None and not entry.creating:
+            # the file of a record this folder showed, gone from the store since (its
+            # delete synced, or deleted on the server): not a new record
+            raise UsageError(
+                f"record {resolve_record_id(self.store.conn, entry.id)} is no longer in the store (deleted "
+                "here or on the server); to keep this content as a new record, save it under a new file name, "
+                "or remove the file"
+            )
         if state is None:
             return self._create(target, rel, entry, mine, digest)
         assert rid is not None
