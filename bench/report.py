@@ -23,6 +23,8 @@ def figure(value: float | None, unit: str) -> str:
         return ""
     if unit == "s":
         return f"{value:.3f} s" if value < 0.1 else f"{value:.2f} s"
+    if unit == "×":
+        return f"{value:.2f}×"
     if unit == "MB":
         return f"{value:.0f} MB"
     return f"{value:,.0f}"

@@ -848,6 +848,8 @@ def make_machine(
             rel = rels[pick % len(rels)]
             data, unqueued = self.removed_files.pop(rel)
             (self.files_dir() / rel).write_bytes(data)  # with the edits it held, not queued yet
+            # once its delete has synced, the file is a new *.json file: a create (README)
+            self.oracle.asked.add(canonical(json.loads(data)["payload"]))
             rid = edits.resolve_record_id(self.stores["A"].conn, Path(rel).stem)
             self.file_pending = [i for i in self.file_pending if i.rel != rel] + unqueued
             self.file_pending.append(FileIntent(rel, rid, "restore", "exists", EXISTS, {}))

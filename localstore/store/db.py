@@ -115,6 +115,8 @@ class Store:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            # a large first pull is one transaction: its WAL does not stay that large
+            self.conn.execute("PRAGMA journal_size_limit = 67108864")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a localstore file ({exc})") from None
         if version == 0:

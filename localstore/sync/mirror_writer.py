@@ -107,7 +107,9 @@ class MirrorWriter:
     ``sole_writer`` (a pull, which writes nothing else meanwhile): batches are committed
     many at a time, and a dataset's first listing (nothing mirrored yet) writes its
     records without per-record bookkeeping — no ids kept to find what was not listed
-    (nothing can be), the whole dataset marked for the full-text index."""
+    (nothing can be), the whole dataset marked for the full-text index. A large first
+    listing is one transaction that builds the id index at its end
+    (:data:`REBUILD_ID_INDEX_FROM`)."""
 
     def __init__(
         self, store: Store, dataset_id: str, *, dataset: Any = None,
