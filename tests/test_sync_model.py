@@ -302,7 +302,9 @@ class Oracle:
         assert not twice, f"creates landed more than once: {twice}"
         for write in self.log.writes:
             if write.creation and not write.teammate and write.part == "payload":
-                assert write.value in self.asked, (
+                # (a create's payload may be edited before it is sent; resolving a delete
+                # conflict "ours" re-creates the record with the user's payload)
+                assert write.value in self.asked or ("payload", write.value) in self.by_value, (
                     f"a store created {write.record_id} with payload {write.value}, which no user "
                     "created (a deleted record brought back?)"
                 )
