@@ -106,7 +106,6 @@ def short_gil_turns() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-
 # ------------------------------------------------------------------ confirmation
 
 
