@@ -23,27 +23,22 @@ carrying the report of what was done.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from localstore.core.merge import Content
 from localstore.core.plan import Conflict, Delete, LocalWork, Push, Remote, Settle, plan_record
 from localstore.core.timestamps import now_ts
 from localstore.errors import (
     ApiError,
     Interrupted,
     NotFoundError,
-    RequestRejectedError,
     TransportError,
-    outcome_unknown,
 )
 from localstore.store import ledger
 from localstore.store.db import Store
-from localstore.store.ledger import InFlight, PartOutcome
+from localstore.store.ledger import InFlight
 from localstore.store.mirror import set_mirror_contents, upsert_mirror_rows
 from localstore.sync import listing
 from localstore.sync.listing import (
@@ -57,6 +52,7 @@ from localstore.sync.listing import (
 from localstore.sync.mirror_writer import Listed
 from localstore.sync.pull import pull_dataset
 from localstore.sync.report import SyncReport
+from localstore.sync.requests import Commit, Request, Sends, remote_of
 
 if TYPE_CHECKING:
     from localstore.api import Client
@@ -65,9 +61,6 @@ if TYPE_CHECKING:
 BULK_DELETE_MAX = 500
 PLAN_BATCH = 200  # records planned per read of their local work
 COMMIT_EVERY = 0.05  # seconds: outcomes that arrive meanwhile share a commit
-ABORT_AFTER_FAILURES = 5  # consecutive failed requests end the push phase
-
-Commit = Callable[[sqlite3.Connection], None]  # applied inside a transaction
 
 __all__ = ["SyncReport", "sync"]
 
@@ -122,7 +115,7 @@ def _rollback_open(store: Store) -> None:
         store.conn.execute("ROLLBACK")
 
 
-class _Run:
+class _Run(Sends):
     """Reads remote state, plans each record as it arrives, sends writes on a bounded
     pool and commits outcomes on the calling thread (the store's connection is used
     from this thread only)."""
@@ -143,10 +136,10 @@ class _Run:
         self.progress = progress
         self.dry_run = dry_run
         self.pool: ThreadPoolExecutor | None = None
-        self.running: dict[Future[Commit], _Request] = {}
+        self.running: dict[Future[Commit], Request] = {}
         self.to_plan: list[tuple[str, Remote | None]] = []
         self.ready: list[Commit] = []  # outcomes and mirror refreshes for the next commit
-        self.to_send: list[_Request] = []  # requests to start once their plan is committed
+        self.to_send: list[Request] = []  # requests to start once their plan is committed
         self.deletes: list[InFlight] = []
         self.sent: set[str] = set()  # records written this sync: listings keep off them
         self.deleted: set[str] = set()  # records this sync deleted on the server
@@ -266,7 +259,7 @@ class _Run:
             for record in records:
                 if record.id in edits:
                     edits.discard(record.id)
-                    self.to_plan.append((record.id, _remote_of(record)))
+                    self.to_plan.append((record.id, remote_of(record)))
             if self._plan_now():
                 self._drain()
 
@@ -294,7 +287,7 @@ class _Run:
         self.report.new_conflicts += listed.conflicts
         self.report.adopted += len(listed.adopted)
         for record in listed.adopted.values():
-            self.to_plan.append((record.id, _remote_of(record)))
+            self.to_plan.append((record.id, remote_of(record)))
         self._lookup(edits | set(listed.missing) - self.sent)
         self._confirm_creates(dataset_id, listed)
         return True
@@ -325,7 +318,7 @@ class _Run:
         if live and not self.dry_run:
             self.ready.append(lambda conn: self._refresh_mirror(conn, live))
         for rid, record in found.items():
-            self.to_plan.append((rid, None if record is None else _remote_of(record)))
+            self.to_plan.append((rid, None if record is None else remote_of(record)))
         self._drain()
 
     def _refresh_mirror(self, conn: sqlite3.Connection, records: list[Record]) -> None:
@@ -385,15 +378,11 @@ class _Run:
                 if flight is None:
                     self.sent.discard(rid)
                 else:
-                    self.to_send.append(_Request(partial(self._put, flight),
+                    self.to_send.append(Request(partial(self._put, flight),
                                                  partial(ledger.push_done, flight=flight, outcomes={})))
         set_mirror_contents(conn, mirror_rows)
         self.deletes.extend(ledger.begin_deletes(conn, deletes))
         self.planned_requests = len(deletes) < len(mirror_rows)
-
-    def _count_gone(self, outcome: str) -> None:
-        if outcome == "conflict":
-            self.report.new_conflicts += 1
 
     def _count(self, name: str, record_id: str, parts: tuple[str, ...] | None = None) -> None:
         self.report.planned[name] = self.report.planned.get(name, 0) + 1
@@ -408,15 +397,12 @@ class _Run:
     def _flush_deletes(self) -> None:
         while self.deletes and self.abort_reason is None:
             chunk, self.deletes = self.deletes[:BULK_DELETE_MAX], self.deletes[BULK_DELETE_MAX:]
-            self.to_send.append(_Request(partial(self._delete, chunk),
+            self.to_send.append(Request(partial(self._delete, chunk),
                                          partial(self._deletes_unsent, chunk=chunk)))
         if self.deletes:  # aborted: what was marked in flight goes back to pending
             chunk, self.deletes = self.deletes, []
             self.ready.append(lambda conn: self._deletes_unsent(conn, chunk))
         self._drain()
-
-    def _deletes_unsent(self, conn: sqlite3.Connection, chunk: list[InFlight]) -> None:
-        ledger.deletes_done(conn, [(flight, "unknown", None) for flight in chunk])
 
     def _creates(self) -> None:
         """Creates go last: by now every listing has recognised creates an interrupted
@@ -431,140 +417,9 @@ class _Run:
             flights = [ledger.begin_create(conn, w) for w in ledger.load_work(conn) if w.kind == "create"]
         for flight in flights:
             self._count("create", flight.record_id)
-            self.to_send.append(_Request(partial(self._post, flight),
+            self.to_send.append(Request(partial(self._post, flight),
                                          partial(ledger.create_not_landed, rid=flight.record_id)))
         self._drain()
-
-    def _post(self, flight: InFlight) -> Commit:
-        body = flight.sent
-        try:
-            record = self.client.create_record(flight.dataset_id, body["payload"], body.get("properties") or {})
-        except (RequestRejectedError, NotFoundError) as exc:
-            message = exc.message
-
-            def rejected(conn: sqlite3.Connection) -> None:
-                ledger.create_rejected(conn, flight.record_id, message)
-                self.report.rejected += 1
-                self._succeeded()
-
-            return rejected
-        except ApiError as exc:
-            unknown = outcome_unknown(exc)
-
-            def failed(conn: sqlite3.Connection, e: ApiError = exc) -> None:
-                if not unknown:  # certainly not applied: a plain pending create again
-                    ledger.create_not_landed(conn, flight.record_id)
-                self._failed(e)
-
-            return failed
-
-        def created(conn: sqlite3.Connection) -> None:
-            new_id = ledger.create_landed(conn, flight.record_id, record)
-            self.report.created += 1
-            self.sent.add(new_id)
-            self.to_plan.append((new_id, _remote_of(record)))  # edits made while it was sent
-            self._succeeded()
-
-        return created
-
-    def _put(self, flight: InFlight) -> Commit:
-        outcomes: dict[str, PartOutcome] = {}
-        messages: dict[str, str] = {}
-        error: ApiError | None = None
-        gone = False
-        for part in ("payload", "properties"):
-            if part not in flight.sent:
-                continue
-            if error is not None or gone:
-                outcomes[part] = "unknown"  # not attempted
-                continue
-            try:
-                if part == "payload":
-                    self.client.put_payload(flight.record_id, flight.sent[part])
-                else:
-                    self.client.put_properties(flight.record_id, flight.sent[part])
-                outcomes[part] = "sent"
-            except RequestRejectedError as exc:
-                outcomes[part] = "rejected"
-                messages[part] = exc.message
-            except NotFoundError:
-                outcomes[part] = "unknown"
-                gone = True
-            except ApiError as exc:
-                outcomes[part] = "unknown"
-                error = exc
-
-        def apply(conn: sqlite3.Connection) -> None:
-            ledger.push_done(conn, flight, outcomes, messages)
-            self.report.updated += "sent" in outcomes.values()
-            self.report.rejected += sum(1 for o in outcomes.values() if o == "rejected")
-            if gone:  # deleted on the server since the check
-                self._count_gone(ledger.remote_gone(conn, flight.record_id))
-            if error is not None:
-                self._failed(error)
-            else:
-                self._succeeded()
-
-        return apply
-
-    def _delete(self, chunk: list[InFlight]) -> Commit:
-        outcome: dict[str, tuple[PartOutcome, str | None]] = {}
-        try:
-            self.client.bulk_delete([f.record_id for f in chunk])
-            outcome = {f.record_id: ("sent", None) for f in chunk}
-        except (NotFoundError, RequestRejectedError):
-            # find out which one, record by record; 404 on a delete means done
-            for flight in chunk:
-                try:
-                    self.client.delete_record(flight.record_id)
-                    outcome[flight.record_id] = ("sent", None)
-                except NotFoundError:
-                    outcome[flight.record_id] = ("sent", None)
-                except RequestRejectedError as exc:
-                    outcome[flight.record_id] = ("rejected", exc.message)
-                except ApiError as exc:
-                    return self._deletes_failed(chunk, outcome, exc)
-        except ApiError as exc:
-            return self._deletes_failed(chunk, outcome, exc)
-
-        def apply(conn: sqlite3.Connection) -> None:
-            ledger.deletes_done(conn, [(f, *outcome[f.record_id]) for f in chunk])
-            for state, _ in outcome.values():
-                self.report.deleted += state == "sent"
-                self.report.rejected += state == "rejected"
-            self.deleted.update(rid for rid, (state, _) in outcome.items() if state == "sent")
-            self._succeeded()
-
-        return apply
-
-    def _deletes_failed(
-        self, chunk: list[InFlight], known: dict[str, tuple[PartOutcome, str | None]], exc: ApiError
-    ) -> Commit:
-        def apply(conn: sqlite3.Connection) -> None:
-            outcomes = [(f, *known.get(f.record_id, ("unknown", None))) for f in chunk]
-            ledger.deletes_done(conn, outcomes)
-            for flight, state, _ in outcomes:
-                self.report.deleted += state == "sent"
-                self.report.rejected += state == "rejected"
-                if state == "sent":
-                    self.deleted.add(flight.record_id)
-            self._failed(exc)
-
-        return apply
-
-    # ------------------------------------------------------------ outcomes
-
-    def _succeeded(self) -> None:
-        self.failures_in_a_row = 0
-
-    def _failed(self, exc: ApiError) -> None:
-        """The network being gone, or failures piling up, stops the push phase; what
-        was not sent stays pending."""
-        self.failures_in_a_row += 1
-        if isinstance(exc, TransportError) or self.failures_in_a_row >= ABORT_AFTER_FAILURES:
-            self.abort_reason = self.abort_reason or str(exc)
-        else:
-            self.report.errors.append(str(exc))
 
     def _drain(self, *, wait_all: bool = False) -> None:
         """Commit what is ready — plans (marking what they send in flight), finished
@@ -620,18 +475,6 @@ class _Run:
                 self.ready.append(request.unsent)
             else:
                 self.running[self.pool.submit(request.send)] = request
-
-
-@dataclass(frozen=True)
-class _Request:
-    send: Callable[[], Commit]  # runs on the pool; returns what to commit
-    unsent: Commit  # committed instead when the request is never started
-
-
-def _remote_of(record: Record) -> Remote | None:
-    if record.deleted_at is not None:
-        return None
-    return Remote(record.updated_at, Content(record.payload, record.properties))
 
 
 # ------------------------------------------------------------------ sync_runs
