@@ -455,8 +455,10 @@ def bench_scale(emu: Emulator, sizes: list[int], tmp: Path) -> list[Row]:
     # knows it has seen everything when count is a multiple of the page size)
     pages = math.ceil(sizes[-1] / 100) + (1 if sizes[-1] % 100 == 0 else 0)
     others = sum(requests.values())
+    met = listing == pages and others == 0
+    seen = "" if met else f"; seen {listing} listing pages" + "".join(f", {n} {k}" for k, n in requests.items())
     rows.append(Row(f"sync with nothing to push, {sizes[-1]} records: requests", listing + others, unit="",
-                    target=f"one listing ({pages} pages)", met=listing == pages and others == 0))
+                    target=f"one listing ({pages} pages){seen}", met=met))
     return rows
 
 
