@@ -781,6 +781,11 @@ def make_machine(
                     seen[part] = own.seen.get(part, -1)
                 elif (part, value) in unqueued:  # the user's own edit in the file, not queued yet
                     seen[part] = unqueued[(part, value)].seen.get(part, -1)
+                elif (earlier := self.oracle.by_value.get((part, value))) is not None \
+                        and (earlier.store, earlier.record_id) == (name, rid):
+                    # an earlier edit of the user's own, shown by a file not refreshed since
+                    # (values are unique): what they had seen when they made it
+                    seen[part] = earlier.seen.get(part, -1)
                 else:
                     seen[part] = self.log.version_of(rid, part, value)
             return seen
