@@ -179,8 +179,11 @@ def adversary(emulator: EmulatorServer) -> Iterator[Any]:
     emulator.adversary.reset()
 
 
-def _spy_inserts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the batches appended without the index (the path under test was taken)."""
+@pytest.fixture
+def appended(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Pulls of 100 records or more rebuild the id index; counts the batches appended
+    without it (so a test knows the path under test was taken)."""
+    monkeypatch.setattr(mirror_writer, "REBUILD_ID_INDEX_FROM", 100)
     calls: list[int] = []
     real = mirror_writer.insert_batch
 
@@ -193,11 +196,8 @@ def _spy_inserts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_first_pull_while_pages_shift_ends_with_the_server_and_its_index(
-    tmp_path: Path, emulator: EmulatorServer, api_key: str, dataset: Any, adversary: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, emulator: EmulatorServer, api_key: str, dataset: Any, adversary: Any, appended: list[int]
 ) -> None:
-    monkeypatch.setattr(mirror_writer, "REBUILD_ID_INDEX_FROM", 100)
-    appended = _spy_inserts(monkeypatch)
     ds = dataset(700)
     adversary.on_page(ds, 2, delete_first(ds, 150))  # the later pages slide back onto read ones
     with Store.open(tmp_path / "s.db") as store, Client(emulator.url, api_key) as client:
@@ -213,11 +213,8 @@ def test_a_first_pull_while_pages_shift_ends_with_the_server_and_its_index(
 
 
 def test_a_listing_that_fails_keeps_what_it_wrote_with_the_index(
-    tmp_path: Path, emulator: EmulatorServer, api_key: str, dataset: Any, adversary: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, emulator: EmulatorServer, api_key: str, dataset: Any, adversary: Any, appended: list[int]
 ) -> None:
-    monkeypatch.setattr(mirror_writer, "REBUILD_ID_INDEX_FROM", 100)
-    appended = _spy_inserts(monkeypatch)
     ds = dataset(3000)  # a batch (2,500 records) is written before page 28 is asked for
     adversary.add(Rule("GET", RECORDS, dataset_id=ds, page=28, times=None, effect="fail_before", status=500))
     with Store.open(tmp_path / "s.db") as store, Client(emulator.url, api_key, retry=FAST_RETRY) as client:

@@ -312,17 +312,13 @@ class MirrorWriter:
             if changed:
                 # the full-text index catches up on these when it is next read, in bulk
                 self._bulk_writes(True)
-                if self.id_index_dropped:
-                    if text is not None:
-                        insert_batch(conn, text)
-                    else:
-                        conn.executemany(MIRROR_INSERT,
-                                         [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
-                elif text is not None:
-                    upsert_batch(conn, text, in_id_order=self.in_id_order)
-                else:
-                    conn.executemany(MIRROR_UPSERT,
+                if text is None:  # (without the id index, nothing to upsert against)
+                    conn.executemany(MIRROR_INSERT if self.id_index_dropped else MIRROR_UPSERT,
                                      [(*row[:4], None, *row[4:]) for row in map(batch_row_text, changed)])
+                elif self.id_index_dropped:
+                    insert_batch(conn, text)
+                else:
+                    upsert_batch(conn, text, in_id_order=self.in_id_order)
                 if not self.first_pull:  # (a first pull marked the whole dataset)
                     self._bulk_writes(False)
                     conn.execute("INSERT OR IGNORE INTO search_dirty (record_id) SELECT value FROM json_each(?)",
